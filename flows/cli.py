@@ -52,8 +52,11 @@ def _add_field(parser: argparse.ArgumentParser, name: str, field: Any) -> None:
         parser.add_argument(flag, type=_parse_bool, metavar="BOOL", **kwargs)
     elif origin in (list, tuple) or annotation in (list, tuple):
         item_type = (typing.get_args(annotation) or (str,))[0]
-        item_type = str if item_type is Ellipsis else item_type
-        parser.add_argument(flag, nargs="*", type=item_type, **kwargs)
+        if typing.get_origin(item_type) is Literal:
+            choices = list(typing.get_args(item_type))
+            parser.add_argument(flag, nargs="*", choices=choices, type=type(choices[0]), **kwargs)
+        else:
+            parser.add_argument(flag, nargs="*", type=item_type, **kwargs)
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         parser.add_argument(flag, type=json.loads, metavar="JSON", **kwargs)
     elif annotation in (int, float, str, Path):

@@ -1,0 +1,83 @@
+"""Atomic writes, deterministic Parquet, manifests and stage stamps."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from datasets import io
+
+
+def test_atomic_path_leaves_target_untouched_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed midway")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_write_parquet_atomic_is_byte_identical(tmp_path):
+    table = pa.table({"a": [3, 1, 2], "b": ["x", "y", "z"]})
+    first = io.write_parquet_atomic(tmp_path / "one.parquet", table).read_bytes()
+    second = io.write_parquet_atomic(tmp_path / "two.parquet", table).read_bytes()
+    assert first == second
+    assert pq.read_table(tmp_path / "one.parquet").equals(table)
+
+
+def test_write_json_atomic_sorts_keys_and_refuses_nan(tmp_path):
+    path = io.write_json_atomic(tmp_path / "m.json", {"b": 1, "a": 2})
+    assert path.read_text().index('"a"') < path.read_text().index('"b"')
+    with pytest.raises(ValueError):
+        io.write_json_atomic(tmp_path / "bad.json", {"x": float("nan")})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_manifest_is_sorted_and_validated(tmp_path):
+    rows = [
+        io.manifest_row("b.mid", "2" * 64, 10, "ok"),
+        io.manifest_row("a.mid", "1" * 64, 0, "rejected", "empty file"),
+    ]
+    table = pq.read_table(io.write_manifest(tmp_path / "manifest.parquet", rows))
+    assert table.column("path").to_pylist() == ["a.mid", "b.mid"]
+    assert table.schema.equals(io.MANIFEST_SCHEMA)
+    with pytest.raises(ValueError):
+        io.manifest_row("c.mid", "", 0, "maybe")
+
+
+def test_sha256_and_stable_json_hash(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    assert io.sha256_file(path) == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
+    assert io.sha256_json({"a": 1, "b": [1, 2]}) == io.sha256_json({"b": [1, 2], "a": 1})
+
+
+def test_relative_to_root_refuses_escape(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    assert io.relative_to_root(root / "x" / "y.mid", root) == "x/y.mid"
+    with pytest.raises(ValueError, match="outside"):
+        io.relative_to_root(root / ".." / "etc" / "passwd", root)
+
+
+def test_stamps_round_trip(tmp_path):
+    assert io.read_stamp(tmp_path) is None
+    io.write_stamp(tmp_path, "key-1", {"files": 3})
+    assert io.read_stamp(tmp_path) == "key-1"
+
+
+def test_code_version_changes_with_source(tmp_path, monkeypatch):
+    module_file = tmp_path / "mod.py"
+    module_file.write_text("x = 1\n")
+
+    class FakeModule:
+        __file__ = str(module_file)
+
+    before = io.code_version(FakeModule)
+    module_file.write_text("x = 2\n")
+    assert io.code_version(FakeModule) != before
