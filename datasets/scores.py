@@ -1,0 +1,107 @@
+"""Score formats (MusicXML, kern, abc, ...) -> note tables, with music21.
+
+music21 is slow (tens of ms to seconds per file) but reads what symusic cannot; the corpus stage
+caches its results per file, so each score is parsed once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from music21 import chord, converter, meter, note, percussion, stream, tempo
+from music21.exceptions21 import Music21Exception
+
+from datasets.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, RejectedInput, note_table
+
+SCORE_SUFFIXES = (".mxl", ".musicxml", ".xml", ".krn", ".abc")
+
+
+def _expand_repeats(score: stream.Score) -> stream.Score:
+    """Play repeats out, as a listener hears them; scores without measures or whose repeats
+    don't nest stay as they are."""
+    try:
+        return score.expandRepeats()
+    except (Music21Exception, ValueError, IndexError):
+        return score
+
+
+def _changes(flat: stream.Stream, kind: type, value) -> tuple[np.ndarray, list]:
+    marks = sorted((float(m.offset), value(m)) for m in flat.getElementsByClass(kind))
+    return np.array([offset for offset, _ in marks], dtype=np.float64), [v for _, v in marks]
+
+
+def _in_force(times: np.ndarray, values: list, onsets: np.ndarray, default) -> list:
+    if not len(times):
+        return [default] * len(onsets)
+    at = np.maximum(np.searchsorted(times, onsets, side="right") - 1, 0)
+    return [values[i] for i in at]
+
+
+def notes_from_stream(score: stream.Stream, path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A music21 score as a note table: one track per part, ties merged, repeats expanded."""
+    if isinstance(score, stream.Opus):
+        raise RejectedInput(path, "holds several scores (an opus); split it into one per file")
+    if isinstance(score, stream.Score):
+        score = _expand_repeats(score)
+    parts = list(score.parts) if isinstance(score, stream.Score) else [score]
+    rows: dict[str, list] = {key: [] for key in ("onset", "duration", "pitch", "velocity")}
+    rows.update(track=[], program=[], is_drum=[], tempo=[], ts_num=[], ts_den=[])
+    for index, part in enumerate(parts):
+        flat = part.stripTies().flatten()
+        instrument = part.getInstrument(returnDefault=True)
+        program = instrument.midiProgram if instrument.midiProgram is not None else 0
+        tempo_times, tempo_values = _changes(
+            flat, tempo.MetronomeMark, lambda m: m.getQuarterBPM() or DEFAULT_TEMPO
+        )
+        ts_times, ts_values = _changes(
+            flat, meter.TimeSignature, lambda m: (m.numerator, m.denominator)
+        )
+        onsets, part_rows = [], []
+        for element in flat.notes:
+            members = element.notes if isinstance(element, chord.ChordBase) else [element]
+            # Unpitched percussion is kept, flagged as drums, at its display pitch.
+            pitches = [
+                m.displayPitch().midi if isinstance(m, note.Unpitched) else m.pitch.midi
+                for m in members
+            ]
+            velocity = element.volume.velocity or DEFAULT_VELOCITY
+            drum = isinstance(element, note.Unpitched | percussion.PercussionChord)
+            for midi in pitches:
+                onsets.append(float(element.offset))
+                part_rows.append((float(element.quarterLength), midi, velocity, drum))
+        part_onsets = np.array(onsets, dtype=np.float64)
+        tempos = _in_force(tempo_times, tempo_values, part_onsets, DEFAULT_TEMPO)
+        signatures = _in_force(ts_times, ts_values, part_onsets, (4, 4))
+        for onset, (duration, midi, velocity, drum), qpm, (num, den) in zip(
+            onsets, part_rows, tempos, signatures, strict=True
+        ):
+            rows["onset"].append(onset)
+            rows["duration"].append(duration)
+            rows["pitch"].append(midi)
+            rows["velocity"].append(velocity)
+            rows["track"].append(index)
+            rows["program"].append(program)
+            rows["is_drum"].append(drum)
+            rows["tempo"].append(qpm)
+            rows["ts_num"].append(num)
+            rows["ts_den"].append(den)
+    if not rows["onset"]:
+        raise RejectedInput(path, "contains no notes (a score with only rests or metadata)")
+    return note_table(rows)
+
+
+def read_score(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Parse a score file with music21; raises RejectedInput when music21 cannot read it."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise RejectedInput(path, "empty file (0 bytes)")
+    try:
+        score = converter.parse(path)
+    except Exception as exc:  # music21 raises many unrelated types for unreadable input
+        raise RejectedInput(
+            path, f"music21 cannot read it as {path.suffix}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return notes_from_stream(score, path)
