@@ -1,0 +1,98 @@
+"""Where the audio comes from: a directory of files, the Bach chorales rendered, or bytebeat.
+
+Every corpus ends as a directory of audio files (renders are cached under `corpora/`), so the
+rest of the stage treats them alike. Inputs that could not even become a file (a formula the
+parser refuses) come back as manifest rows with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from datasets.audio import find_audio_files
+from datasets.bytebeat import BUILTIN_FORMULAS, read_formulas, render_formulas
+from datasets.io import manifest_row
+from datasets.render import render_many
+
+BACH = "bach"
+BYTEBEAT = "bytebeat"
+
+
+@dataclass
+class AudioCorpus:
+    root: Path  # manifest paths are relative to this
+    paths: list[Path]
+    refused: list[dict[str, Any]] = field(default_factory=list)  # manifest rows, rejected
+
+
+def bach_wavs(
+    data_dir: str | os.PathLike[str], sample_rate: int, program: int, limit: int | None
+) -> list[Path]:
+    """The bundled chorales rendered with FluidSynth to `corpora/bach_wav/<program>/`, once.
+
+    Renders already there at `sample_rate` are kept; the missing ones are rendered together,
+    in one FluidSynth process.
+    """
+    from datasets.corpus import export_bach_midi
+
+    data_dir = Path(data_dir)
+    midis = export_bach_midi(data_dir / "corpora" / "bach", limit)
+    out_dir = data_dir / "corpora" / "bach_wav" / str(program)
+    wavs = [out_dir / f"{midi.stem}.wav" for midi in midis]
+    missing = [
+        (midi, wav)
+        for midi, wav in zip(midis, wavs, strict=True)
+        if not (wav.exists() and sf.info(str(wav)).samplerate == sample_rate)
+    ]
+    if missing:
+        render_many([m for m, _ in missing], [w for _, w in missing], sample_rate, program)
+    return wavs
+
+
+def bytebeat_wavs(
+    data_dir: str | os.PathLike[str], source: str, seconds: float, limit: int | None
+) -> AudioCorpus:
+    """`source` is "bytebeat" (the built-in set) or a text file of one formula per line."""
+    if source == BYTEBEAT:
+        formulas = [(f"builtin:{i + 1}", f) for i, f in enumerate(BUILTIN_FORMULAS)]
+        name = "builtin"
+    else:
+        formulas = read_formulas(source)
+        name = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12]
+    root = Path(data_dir) / "corpora" / "bytebeat" / name
+    paths, refused = render_formulas(formulas[:limit], root, seconds)
+    rows = [
+        manifest_row(label, hashlib.sha256(label.encode()).hexdigest(), 0, "rejected", reason)
+        for label, reason in refused
+    ]
+    return AudioCorpus(root, paths, rows)
+
+
+def audio_corpus(
+    corpus: str,
+    data_dir: str | os.PathLike[str],
+    sample_rate: int,
+    limit: int | None = None,
+    program: int = 0,
+    bytebeat_seconds: float = 30.0,
+) -> AudioCorpus:
+    """Resolve `corpus`: "bach", "bytebeat", a .txt of formulas, or a directory of audio."""
+    if corpus == BACH:
+        root = Path(data_dir) / "corpora" / "bach_wav" / str(program)
+        return AudioCorpus(root, bach_wavs(data_dir, sample_rate, program, limit))
+    if corpus == BYTEBEAT or corpus.endswith(".txt"):
+        if corpus != BYTEBEAT and not Path(corpus).is_file():
+            raise FileNotFoundError(f"formula file {corpus} does not exist")
+        return bytebeat_wavs(data_dir, corpus, bytebeat_seconds, limit)
+    root = Path(corpus)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"corpus {corpus!r} is neither 'bach', 'bytebeat', a .txt of formulas nor a directory"
+        )
+    return AudioCorpus(root, find_audio_files(root)[:limit])

@@ -1,0 +1,148 @@
+"""Sampling, quantization, aliasing and reconstruction: the first half of the lecture as code.
+
+Signals are float arrays in [-1, 1]. Everything here is a pure function over numpy arrays, so
+the theory tests (SQNR of 6.02N + 1.76 dB, alias frequencies, projection = least squares) run
+on exactly the code the pipeline uses to make its low-resolution inputs and baselines.
+
+Length rule for decimation: every filter returns `ceil(len(x) / ratio)` samples, sample `k`
+standing at time `k * ratio` of the input, so all filters line up with plain `x[::ratio]`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import soxr
+from scipy import interpolate
+from scipy import signal as sps
+
+FilterName = Literal["soxr", "cheby", "fir", "none"]
+FILTERS: tuple[FilterName, ...] = ("soxr", "cheby", "fir", "none")
+RATIOS: tuple[int, ...] = (2, 3, 4, 6, 8)
+
+# Attenuation each filter guarantees for a tone in its stop band, which starts at
+# STOPBAND_START x the new Nyquist frequency (measured with a full-scale tone, tests/test_signals.py
+# holds every filter to its figure for every ratio). `none` does not filter: its figure is 0 dB.
+STOPBAND_START = 1.25
+STOPBAND_DB: dict[str, float] = {"soxr": 100.0, "cheby": 80.0, "fir": 50.0, "none": 0.0}
+
+
+def _levels(bits: int) -> int:
+    if not 1 <= bits <= 24:
+        raise ValueError(f"bits must be in 1..24, got {bits}")
+    return 1 << (bits - 1)
+
+
+def quantize_uniform(x: np.ndarray, bits: int) -> np.ndarray:
+    """Uniform mid-tread quantization of [-1, 1) to `bits` bits, two's-complement range.
+
+    Levels are k * 2**(1 - bits) for k in [-2**(bits-1), 2**(bits-1) - 1]; values round half up
+    (what a comparator with thresholds at half steps does) and clip at the range ends.
+    """
+    half = _levels(bits)
+    codes = np.clip(np.floor(np.asarray(x, dtype=np.float64) * half + 0.5), -half, half - 1)
+    return (codes / half).astype(np.float32)
+
+
+def sar_quantize(x: np.ndarray, bits: int) -> np.ndarray:
+    """A successive-approximation ADC: binary search for the code, one bit per step from the MSB.
+
+    Vectorized over samples: every step sets the trial bit on all samples at once and keeps it
+    where the input is at or above the trial level's lower threshold (half a step below it).
+    The result equals `quantize_uniform(x, bits)`.
+    """
+    half = _levels(bits)
+    x = np.asarray(x, dtype=np.float64)
+    code = np.zeros(x.shape, dtype=np.int64)  # offset binary: level = (code - half) / half
+    for bit in range(bits - 1, -1, -1):
+        trial = code | (1 << bit)
+        threshold = (trial - half - 0.5) / half
+        code = np.where(x >= threshold, trial, code)
+    return ((code - half) / half).astype(np.float32)
+
+
+def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
+    """Signal-to-(quantization-)noise ratio in dB: signal power over error power."""
+    reference = np.asarray(reference, dtype=np.float64)
+    error = reference - np.asarray(approximation, dtype=np.float64)
+    return float(10.0 * np.log10(np.sum(reference**2) / max(np.sum(error**2), 1e-300)))
+
+
+def sqnr_theory_db(bits: int) -> float:
+    """The textbook SQNR of a full-scale sine through an ideal `bits`-bit quantizer."""
+    return 6.02 * bits + 1.76
+
+
+def alias_frequency(f: float, fs: float) -> float:
+    """Where a tone at `f` Hz lands when sampled at `fs` Hz: |f - k fs| for the nearest k."""
+    return abs(f - round(f / fs) * fs)
+
+
+def decimate(x: np.ndarray, ratio: int, filter: FilterName = "soxr") -> np.ndarray:
+    """Keep every `ratio`-th sample after the named anti-aliasing filter.
+
+    `soxr`: libsoxr HQ (steep, linear phase); `cheby`: order-8 Chebyshev I run forwards and
+    backwards (scipy's `decimate`); `fir`: polyphase FIR with a Kaiser window (`resample_poly`);
+    `none`: plain `x[::ratio]`, aliased on purpose. Returns float32 of length ceil(len/ratio).
+    """
+    if ratio not in RATIOS:
+        raise ValueError(f"ratio must be one of {RATIOS}, got {ratio}")
+    x = np.asarray(x, dtype=np.float32)
+    n_out = math.ceil(len(x) / ratio)
+    if filter == "none":
+        return x[::ratio].copy()
+    if filter == "soxr":
+        out = soxr.resample(x, ratio, 1, quality="HQ")
+    elif filter == "cheby":
+        # filtfilt needs more than 3 * (order + 1) samples; shorter inputs are padded with zeros.
+        padded = np.pad(x, (0, max(0, 28 - len(x))))
+        out = sps.decimate(padded, ratio, n=8, ftype="iir", zero_phase=True)
+    elif filter == "fir":
+        out = sps.resample_poly(x, 1, ratio)
+    else:
+        raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
+    out = np.asarray(out, dtype=np.float32)[:n_out]
+    return np.pad(out, (0, n_out - len(out)))
+
+
+def sinc_upsample(lr: np.ndarray, ratio: int, n_out: int) -> np.ndarray:
+    """Band-limited reconstruction: the orthogonal projection onto the band-limited subspace.
+
+    Zero-stuffing `lr` to `len(lr) * ratio` samples and keeping only the DFT bins below the low
+    rate's Nyquist frequency (times `ratio`, to restore the energy) is an orthogonal projection;
+    in the frequency domain it is zero-padding the spectrum. The low rate's Nyquist bin is split
+    evenly between +/- frequencies, so the result is real and passes through every `lr` sample.
+    The signal is treated as periodic (the DFT's assumption). Trimmed or zero-padded to `n_out`.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    m = len(lr)
+    n = m * ratio
+    spectrum = np.fft.rfft(lr)
+    padded = np.zeros(n // 2 + 1, dtype=np.complex128)
+    padded[: len(spectrum)] = spectrum
+    if m % 2 == 0 and m > 0:
+        padded[m // 2] *= 0.5
+    up = np.fft.irfft(padded, n=n) * ratio if m else np.zeros(0)
+    return _fit_length(up, n_out)
+
+
+def spline_upsample(lr: np.ndarray, ratio: int, n_out: int) -> np.ndarray:
+    """Cubic-spline interpolation of the low-rate samples at every high-rate instant.
+
+    `lr[k]` stands at high-rate index `k * ratio` (the decimation length rule); instants past
+    the last sample are extrapolated by the end polynomial, as a spline baseline does.
+    """
+    lr = np.asarray(lr, dtype=np.float64)
+    if len(lr) < 2:
+        return np.full(n_out, lr[0] if len(lr) else 0.0, dtype=np.float32)
+    spline = interpolate.CubicSpline(np.arange(len(lr)) * ratio, lr, bc_type="not-a-knot")
+    return spline(np.arange(n_out)).astype(np.float32)
+
+
+def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=np.float32)
+    keep = min(n, len(x))
+    out[:keep] = x[:keep]
+    return out

@@ -1,0 +1,211 @@
+"""The audio super-resolution flow: corpus -> low/high-resolution pairs (stage `data`).
+
+Later stages (`train`, `evaluate`, `superres`) read what `data` wrote under `data_dir/audio`;
+each stage is self-contained, so any subset can run.
+
+    python -m flows.audio --help
+    python -m flows.audio --corpus bach --profile quick --ratio 4 --filter soxr
+    python -m flows.audio --corpus bytebeat --bits 8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, Field, model_validator
+
+from datasets.pairs import PairSpec
+from flows.cli import run_cli
+from flows.runners import make_task_runner
+from tasks.audio import (
+    discover_task,
+    load_task,
+    pairs_task,
+    signal_report_task,
+    split_task,
+    write_task,
+)
+
+Stage = Literal["data", "train", "evaluate", "superres"]
+QUICK_LIMIT = 24  # chorales (or files) the quick profile takes when no limit is given
+
+
+class AudioParams(BaseModel):
+    data_dir: str = Field("data", description="Directory all outputs and caches go under")
+    corpus: str = Field(
+        "bach",
+        description="'bach' (the chorales rendered by FluidSynth), 'bytebeat' (built-in "
+        "formulas), a .txt of formulas (one per line), or a directory of audio files",
+    )
+    stages: list[Stage] = Field(
+        default_factory=lambda: ["data", "train", "evaluate", "superres"],
+        description="Stages to run, in pipeline order",
+    )
+    profile: Literal["quick", "full"] = Field(
+        "quick", description=f"quick: at most {QUICK_LIMIT} files unless --limit says otherwise"
+    )
+    seed: int = Field(0, description="Seed of the split and of the per-file `random` filter")
+    hr_rate: int = Field(16000, ge=1000, description="High-resolution sample rate (Hz)")
+    ratio: Literal[2, 3, 4, 6, 8] = Field(4, description="Decimation ratio hr_rate / lr_rate")
+    filter: Literal["soxr", "cheby", "fir", "none", "random"] = Field(
+        "soxr",
+        description="Anti-aliasing filter before decimation: soxr (HQ), cheby (order-8 "
+        "Chebyshev I), fir (Kaiser polyphase), none (aliased x[::r]), random (one per file)",
+    )
+    bits: int | None = Field(
+        None, ge=1, le=24, description="Quantize the low-res signal with a SAR ADC of N bits"
+    )
+    patch: int = Field(
+        8192,
+        ge=8,
+        description="Patch length in hr samples; a multiple of ratio and of what the U-Net "
+        "needs (2**depth * ratio)",
+    )
+    stride: int | None = Field(None, ge=1, description="Hop between patches; none: = patch")
+    silence_rms: float = Field(
+        1e-3, ge=0, description="Patches whose hr RMS is below this are dropped (and counted)"
+    )
+    valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for valid")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for test")
+    limit: int | None = Field(None, ge=1, description="Most files (chorales) to use; none: all")
+    program: int = Field(
+        0, ge=0, le=127, description="General MIDI program of the Bach renders (0: piano)"
+    )
+    max_file_bytes: int = Field(
+        2_000_000_000, ge=1, description="Files larger than this are rejected unread"
+    )
+    max_seconds: float | None = Field(
+        3600.0, gt=0, description="Files longer than this are rejected; none: no limit"
+    )
+    task_runner: Literal["threads", "dask"] = Field("threads", description="Task runner")
+    workers: int = Field(2, ge=1, description="Threads or Dask workers")
+    dask_address: str | None = Field(
+        None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
+    )
+    batch_size: int = Field(16, ge=1, description="Files per load / pairs task")
+
+    @model_validator(mode="after")
+    def _check_patch(self) -> AudioParams:
+        self.pair_spec()  # refuses a patch or stride that is no multiple of the ratio
+        return self
+
+    def file_limit(self) -> int | None:
+        if self.limit is None and self.profile == "quick":
+            return QUICK_LIMIT
+        return self.limit
+
+    def pair_spec(self) -> PairSpec:
+        return PairSpec(
+            hr_rate=self.hr_rate,
+            ratio=self.ratio,
+            filter=self.filter,
+            bits=self.bits,
+            patch=self.patch,
+            stride=self.stride or self.patch,
+            silence_rms=self.silence_rms,
+            seed=self.seed,
+        )
+
+
+class AudioResult(BaseModel):
+    data_dir: str
+    manifest: str
+    files: str
+    pairs_dir: str
+    n_files: int = 0
+    n_ok: int = 0
+    n_rejected: int = 0
+    n_duplicate: int = 0
+    n_silent: int = 0
+    hr_seconds: float = 0.0
+    files_train: int = 0
+    files_valid: int = 0
+    files_test: int = 0
+    pairs_train: int = 0
+    pairs_valid: int = 0
+    pairs_test: int = 0
+    shards_train: int = 0
+    shards_valid: int = 0
+    shards_test: int = 0
+    signal_report: str = ""
+    n_loaded: int = 0
+    n_load_reused: int = 0
+    n_pairs_reused: int = 0
+    reused: bool = False
+
+
+def _batches(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def data_stage(params: AudioParams) -> dict[str, Any]:
+    """Corpus -> manifest, hr WAVs, files table and pair shards under `data_dir/audio`."""
+    data_dir = str(params.data_dir)
+    spec = params.pair_spec()
+    entries = discover_task(
+        params.corpus,
+        data_dir,
+        params.hr_rate,
+        params.file_limit(),
+        params.program,
+        params.max_file_bytes,
+    )
+    load_futures = [
+        load_task.submit(
+            batch,
+            data_dir,
+            params.hr_rate,
+            spec.patch,
+            params.max_file_bytes,
+            params.max_seconds,
+        )
+        for batch in _batches(entries, params.batch_size)
+    ]
+    loaded = [record for future in load_futures for record in future.result()]
+    splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction)
+    spec_dict = dataclasses.asdict(spec)
+    pair_futures = [
+        pairs_task.submit(batch, data_dir, spec_dict)
+        for batch in _batches(loaded, params.batch_size)
+    ]
+    records = [record for future in pair_futures for record in future.result()]
+    summary = write_task(records, splits, data_dir, spec_dict)
+    report = signal_report_task(data_dir, params.hr_rate)
+    ok = [r for r in records if r["status"] == "ok"]
+    return summary | {
+        "signal_report": report,
+        "n_loaded": sum(not r["reused"] for r in ok),
+        "n_load_reused": sum(r["reused"] for r in ok),
+        "n_pairs_reused": sum(r["pairs_reused"] for r in ok),
+    }
+
+
+@flow(name="audio")
+def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
+    """Audio super-resolution: a corpus to low/high-resolution pairs (more stages join here)."""
+    out = Path(params.data_dir) / "audio"
+    counts = data_stage(params) if "data" in params.stages else {}
+    # The model stages (train, evaluate, superres) join here, reading `out` (issue 5).
+    return AudioResult(
+        data_dir=str(Path(params.data_dir).resolve()),
+        manifest=str(out / "manifest.parquet"),
+        files=str(out / "files.parquet"),
+        pairs_dir=str(out / "pairs"),
+        **counts,
+    )
+
+
+def main() -> None:
+    def run(params: AudioParams) -> AudioResult:
+        runner = make_task_runner(params.task_runner, params.workers, params.dask_address)
+        return audio_flow.with_options(task_runner=runner)(params)
+
+    run.__doc__ = audio_flow.description
+    run_cli(run, AudioParams)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Tasks of the audio data stage: discover, load (over batches), split, pairs (over batches), write.
+
+Each task calls pure functions from `datasets/` and passes on small records (paths, counts);
+audio and pairs stay on disk in the content-addressed cache under `data_dir/cache/audio`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import soundfile as sf
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from datasets.audio_corpus import audio_corpus
+from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_stamp
+from datasets.pairs import (
+    PairSpec,
+    load_entry,
+    pairs_code_version,
+    pairs_entry,
+    write_audio_dataset,
+)
+from datasets.signal_report import signal_report
+from datasets.splits import split_pieces
+from datasets.symbolic import inventory
+from tasks.common import publish_markdown, publish_table
+
+# Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
+
+
+@task(name="audio-discover", cache_policy=NO_CACHE)
+def discover_task(
+    corpus: str,
+    data_dir: str,
+    hr_rate: int,
+    limit: int | None,
+    program: int,
+    max_file_bytes: int,
+) -> list[dict[str, Any]]:
+    """Find (rendering first for bach and bytebeat) and hash the corpus files; one entry each."""
+    found = audio_corpus(corpus, data_dir, hr_rate, limit, program)
+    entries = inventory(found.paths, found.root, max_file_bytes)
+    refused = [dict(row, file="") for row in found.refused]
+    get_run_logger().info("audio corpus %s: %d files under %s", corpus, len(entries), found.root)
+    return entries + refused
+
+
+@task(name="audio-load", cache_policy=NO_CACHE)
+def load_task(
+    entries: list[dict[str, Any]],
+    data_dir: str,
+    hr_rate: int,
+    min_samples: int,
+    max_file_bytes: int | None,
+    max_seconds: float | None,
+) -> list[dict[str, Any]]:
+    """Decode, mix to mono and resample a batch of files to `audio/hr/<file_id>.wav`."""
+    records = [
+        load_entry(entry, data_dir, hr_rate, min_samples, max_file_bytes, max_seconds)
+        for entry in entries
+    ]
+    logger = get_run_logger()
+    for record in records:
+        if record["status"] == "rejected":
+            logger.warning("rejected %s: %s", record["path"], record["reason"])
+    return records
+
+
+@task(name="audio-split", cache_policy=NO_CACHE)
+def split_task(
+    records: list[dict[str, Any]], seed: int, valid_fraction: float, test_fraction: float
+) -> dict[str, str]:
+    """Assign each accepted file to train/valid/test, before any patching."""
+    ids = [r["file_id"] for r in records if r["status"] == "ok"]
+    return split_pieces(ids, seed, valid_fraction, test_fraction)
+
+
+@task(name="audio-pairs", cache_policy=NO_CACHE)
+def pairs_task(
+    records: list[dict[str, Any]], data_dir: str, spec: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Degrade and cut a batch of loaded files into cached (hr, lr) patches."""
+    pair_spec = PairSpec(**spec)
+    return [pairs_entry(record, data_dir, pair_spec) for record in records]
+
+
+@task(name="audio-write", cache_policy=NO_CACHE)
+def write_task(
+    records: list[dict[str, Any]], splits: dict[str, str], data_dir: str, spec: dict[str, Any]
+) -> dict[str, Any]:
+    """Write manifest, files table and pair shards (unless the stamp says they are current);
+    publish the rejected files as a table artifact."""
+    pair_spec = PairSpec(**spec)
+    audio_dir = Path(data_dir) / "audio"
+    key = sha256_json(
+        [
+            [(r["path"], r["status"], r["reason"], r.get("lr_path", "")) for r in records],
+            splits,
+            dataclasses.asdict(pair_spec),
+            pairs_code_version(),
+        ]
+    )
+    logger = get_run_logger()
+    previous = read_stamp(audio_dir)
+    if previous == key and (audio_dir / "manifest.parquet").exists():
+        summary = _stamp_info(audio_dir)
+        logger.info("audio dataset in %s is current; nothing written", audio_dir)
+        summary["reused"] = True
+    else:
+        summary = write_audio_dataset(records, splits, data_dir, pair_spec)
+        write_stamp(audio_dir, key, summary)
+        summary["reused"] = False
+    rejected = [
+        {"path": r["path"], "status": r["status"], "reason": r["reason"]}
+        for r in sorted(records, key=lambda r: r["path"])
+        if r["status"] != "ok"
+    ]
+    if rejected:
+        publish_table(
+            "audio-rejected",
+            rejected,
+            description=f"{len(rejected)} audio files not used (rejected or duplicate)",
+        )
+    logger.info("audio dataset in %s: %s", audio_dir, summary)
+    return summary
+
+
+@task(name="audio-signal-report", cache_policy=NO_CACHE)
+def signal_report_task(data_dir: str, hr_rate: int, excerpt: int = 4096) -> str:
+    """Draw `reports/audio_signals.png` from the middle of the first accepted file (by id),
+    or from a demo tone when there is none; publish its numbers as a markdown artifact."""
+    files_path = Path(data_dir) / "audio" / "files.parquet"
+    files = sorted(
+        pq.read_table(files_path).to_pylist() if files_path.exists() else [],
+        key=lambda row: row["file_id"],
+    )
+    signal, title = None, "demo tone"
+    if files:
+        info = sf.info(str(Path(data_dir) / files[0]["hr_path"]))
+        start = max(0, info.frames // 2 - excerpt // 2)
+        signal, _ = sf.read(
+            str(Path(data_dir) / files[0]["hr_path"]), start=start, frames=excerpt, dtype="float32"
+        )
+        signal = np.asarray(signal, dtype=np.float32)
+        title = files[0]["file_id"]
+    out = Path(data_dir) / "reports" / "audio_signals.png"
+    numbers = signal_report(out, signal, hr_rate, title=f"{title} @ {hr_rate} Hz")
+    lines = ["| bits | SQNR dB | 6.02N+1.76 |", "| --- | --- | --- |"]
+    lines += [
+        f"| {q['bits']} | {q['sqnr_db']:.1f} | {q['theory_db']:.1f} |"
+        for q in numbers["quantization"]
+    ]
+    lines += ["", "| rate Hz | SNR sinc, no filter | SNR sinc, soxr |", "| --- | --- | --- |"]
+    lines += [
+        f"| {s['lr_rate']:.0f} | {s['snr_none_db']:.1f} | {s['snr_soxr_db']:.1f} |"
+        for s in numbers["sampling"]
+    ]
+    publish_markdown(
+        "audio-signals", "\n".join(lines), description=f"{title}: quantization and sampling ({out})"
+    )
+    return str(out)
+
+
+def _stamp_info(directory: Path) -> dict[str, Any]:
+    """The summary the last completed write recorded with its stamp."""
+    return dict(json.loads((directory / STAMP_FILE).read_text())["info"])

@@ -1,0 +1,210 @@
+"""The signal code checked against sampling and quantization theory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from datasets.signals import (
+    FILTERS,
+    RATIOS,
+    STOPBAND_DB,
+    STOPBAND_START,
+    alias_frequency,
+    decimate,
+    quantize_uniform,
+    sar_quantize,
+    sinc_upsample,
+    spline_upsample,
+    sqnr_db,
+    sqnr_theory_db,
+)
+
+FS = 16000
+
+
+def tone(freq: float, n: int = FS, amplitude: float = 0.99, fs: int = FS) -> np.ndarray:
+    return (amplitude * np.sin(2 * np.pi * freq * np.arange(n) / fs)).astype(np.float32)
+
+
+def amplitude_of(x: np.ndarray, freq: float, fs: float) -> float:
+    """Amplitude of the component at `freq`, by projection on a quadrature pair (middle half)."""
+    n = len(x)
+    idx = np.arange(n // 4, 3 * n // 4)
+    seg = x[idx].astype(np.float64)
+    c = np.cos(2 * np.pi * freq * idx / fs)
+    s = np.sin(2 * np.pi * freq * idx / fs)
+    return float(np.hypot(seg @ c / (c @ c), seg @ s / (s @ s)))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, 12, 16, 24])
+def test_sar_equals_uniform_mid_tread(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    x = rng.uniform(-1.2, 1.2, 20000)
+    step = 2.0 ** (1 - bits)
+    # Exact level boundaries are where a comparator and a rounding rule could disagree.
+    edges = (np.arange(-(2 ** (bits - 1)), 2 ** (bits - 1)) + 0.5) * step
+    x = np.concatenate([x, edges[:: max(1, len(edges) // 1000)], [-1.0, 0.0, 1.0]])
+    q = sar_quantize(x, bits)
+    np.testing.assert_array_equal(q, quantize_uniform(x, bits))
+    inside = np.abs(x) < 1 - step
+    assert np.max(np.abs(q[inside] - x[inside]), initial=0.0) <= step / 2 + 1e-12
+    assert q.min() >= -1.0 and q.max() <= 1 - step
+
+
+def test_mid_tread_has_a_zero_level() -> None:
+    assert sar_quantize(np.array([0.0, 1e-6, -1e-6]), 4).tolist() == [0.0, 0.0, 0.0]
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    arrays(np.float64, st.integers(1, 64), elements=st.floats(-2, 2, allow_nan=False)),
+    st.integers(1, 20),
+)
+def test_sar_equals_uniform_property(x: np.ndarray, bits: int) -> None:
+    np.testing.assert_array_equal(sar_quantize(x, bits), quantize_uniform(x, bits))
+
+
+@pytest.mark.parametrize("bits", range(4, 17))
+def test_sqnr_of_full_scale_sine_matches_theory(bits: int) -> None:
+    # Full scale: the sine swings from the lowest output level (-1) to the highest (1 - step),
+    # so its centre sits half a step below zero. An incommensurate frequency spreads the error
+    # over all levels, the uniform-error model the 6.02 N + 1.76 dB figure rests on.
+    step = 2.0 ** (1 - bits)
+    sine = (1 - step / 2) * np.sin(2 * np.pi * 1000 * math.sqrt(2) * np.arange(200_000) / FS)
+    x = sine - step / 2
+    error = x - sar_quantize(x, bits)
+    measured = 10 * np.log10(np.mean(sine**2) / np.mean(error**2))
+    assert abs(measured - sqnr_theory_db(bits)) < 0.5, (bits, measured)
+    assert sqnr_db(x, sar_quantize(x, bits)) > sqnr_theory_db(bits) - 0.5
+
+
+def test_bits_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="bits"):
+        sar_quantize(np.zeros(3), 0)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "freq"),
+    [(r, f) for r in RATIOS for f in (2500.0, 5100.0, 7300.0) if f > FS / r / 2],
+)
+def test_aliased_tone_lands_at_alias_frequency(ratio: int, freq: float) -> None:
+    fs_low = FS / ratio
+    y = decimate(tone(freq), ratio, "none")
+    expected = alias_frequency(freq, fs_low)
+    assert expected <= fs_low / 2
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    peak = np.argmax(spectrum) * fs_low / len(y)
+    assert abs(peak - expected) <= fs_low / len(y) + 1e-9
+    assert amplitude_of(y, expected, fs_low) == pytest.approx(0.99, rel=0.02)
+
+
+def test_alias_frequency_folds() -> None:
+    assert alias_frequency(5000, 4000) == 1000
+    assert alias_frequency(3000, 4000) == 1000
+    assert alias_frequency(1500, 4000) == 1500
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("filt", FILTERS)
+def test_each_filter_meets_its_stopband_figure(ratio: int, filt: str) -> None:
+    fs_low = FS / ratio
+    nyquist = fs_low / 2
+    for freq in np.linspace(STOPBAND_START * nyquist, 0.97 * FS / 2, 9):
+        y = decimate(tone(freq), ratio, filt)
+        alias = alias_frequency(freq, fs_low)
+        if alias < 1.0 or alias > nyquist - 1.0:
+            continue  # DC and Nyquist aliases cannot be told apart from a phase
+        attenuation = -20 * np.log10(max(amplitude_of(y, alias, fs_low), 1e-12) / 0.99)
+        assert attenuation >= STOPBAND_DB[filt] - 0.01, (filt, ratio, freq, attenuation)
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("filt", FILTERS)
+def test_filters_pass_the_band_and_keep_length_and_alignment(ratio: int, filt: str) -> None:
+    fs_low = FS / ratio
+    freq = 0.3 * fs_low / 2
+    x = tone(freq, n=FS + 5)
+    y = decimate(x, ratio, filt)
+    assert y.dtype == np.float32 and len(y) == math.ceil(len(x) / ratio)
+    # Chebyshev I ripples by 0.05 dB, twice over when run forwards and backwards.
+    assert amplitude_of(y, freq, fs_low) == pytest.approx(0.99, rel=0.012)
+    # Sample k stands at input time k * ratio: it matches plain subsampling away from the ends.
+    mid = slice(len(y) // 4, 3 * len(y) // 4)
+    np.testing.assert_allclose(y[mid], x[::ratio][mid], atol=0.015)
+
+
+@pytest.mark.parametrize("filt", FILTERS)
+def test_decimate_handles_tiny_inputs(filt: str) -> None:
+    for n in (0, 1, 2, 7):
+        assert len(decimate(np.ones(n, dtype=np.float32), 4, filt)) == math.ceil(n / 4)
+
+
+def test_decimate_refuses_unknown_ratio_and_filter() -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        decimate(np.zeros(10), 5, "soxr")
+    with pytest.raises(ValueError, match="filter"):
+        decimate(np.zeros(10), 4, "butter")  # type: ignore[arg-type]
+
+
+def band_limited_basis(n: int, m: int) -> np.ndarray:
+    """Real orthonormal-ish basis of the band-limited subspace of R^n: bins below m/2 (+ cos)."""
+    t = np.arange(n)
+    columns = [np.ones(n)]
+    for k in range(1, (m + 1) // 2):
+        columns += [np.cos(2 * np.pi * k * t / n), np.sin(2 * np.pi * k * t / n)]
+    if m % 2 == 0:
+        columns.append(np.cos(2 * np.pi * (m // 2) * t / n))
+    return np.stack(columns, axis=1)
+
+
+@pytest.mark.parametrize("m", [5, 8, 9, 16])
+@pytest.mark.parametrize("ratio", [2, 3, 4])
+def test_sinc_upsample_is_the_least_squares_band_limited_fit(m: int, ratio: int) -> None:
+    rng = np.random.default_rng(m * 10 + ratio)
+    lr = rng.standard_normal(m)
+    n = m * ratio
+    basis = band_limited_basis(n, m)
+    coef, *_ = np.linalg.lstsq(basis[::ratio], lr, rcond=None)
+    np.testing.assert_allclose(sinc_upsample(lr, ratio, n), basis @ coef, atol=1e-5)
+
+
+# For odd lengths the band has no edge bin and the projection is exact; for even lengths the
+# edge bin is shared by +/- frequencies (the least-squares test above covers them).
+@pytest.mark.parametrize("m", [5, 7, 31])
+def test_sinc_upsample_is_an_orthogonal_projection(m: int) -> None:
+    ratio = 4
+    n = m * ratio
+    rng = np.random.default_rng(m)
+    lr = rng.standard_normal(m)
+    stuffed = np.zeros(n)
+    stuffed[::ratio] = lr
+    up = sinc_upsample(lr, ratio, n).astype(np.float64)
+    basis = band_limited_basis(n, m)
+    projection = basis @ np.linalg.lstsq(basis, ratio * stuffed, rcond=None)[0]
+    np.testing.assert_allclose(up, projection, atol=1e-5)
+    # Idempotent: projecting the projection changes nothing; it passes through every sample.
+    np.testing.assert_allclose(sinc_upsample(up[::ratio], ratio, n), up, atol=1e-5)
+    np.testing.assert_allclose(up[::ratio], lr, atol=1e-5)
+
+
+def test_sinc_recovers_a_band_limited_signal_exactly() -> None:
+    n, ratio = 4096, 4
+    t = np.arange(n)
+    x = np.sin(2 * np.pi * 37 * t / n) + 0.5 * np.cos(2 * np.pi * 300 * t / n)
+    up = sinc_upsample(x[::ratio], ratio, n)
+    assert sqnr_db(x, up) > 100
+
+
+def test_spline_interpolates_and_beats_nothing_on_smooth_signals() -> None:
+    x = tone(200.0, n=4000)
+    lr = decimate(x, 4, "none")
+    up = spline_upsample(lr, 4, len(x))
+    np.testing.assert_allclose(up[::4], lr, atol=1e-6)
+    assert sqnr_db(x, up) > 40
+    assert len(spline_upsample(lr[:1], 4, 7)) == 7
