@@ -1,0 +1,237 @@
+"""Evaluate super-resolution on whole held-out files against the classical reconstructions.
+
+For every file of a split: `lr = degrade(hr)` with the filter the model was trained on, then the
+model (`superresolve`), the cubic spline and the band-limited (sinc) projection each rebuild
+`hr` from `lr`; SNR, LSD and high-band LSD are computed per file and averaged over files.
+
+The filter-mismatch study asks the field's known question: a model trained on inputs made with
+one anti-aliasing filter, evaluated on inputs made with another. `write_filter_pairs` makes the
+training pairs for each filter from the same high-res files, `mismatch_table` evaluates every
+(train filter, eval filter) combination.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+
+from datasets.audio import write_wav
+from datasets.io import write_json_atomic, write_parquet_atomic
+from datasets.pairs import PairSpec, degrade, make_pairs, pairs_schema
+from datasets.signals import FILTERS, sinc_upsample, spline_upsample
+from models.audio_infer import fit_length, load_model, low_rate, spectrogram_png, superresolve
+from models.audio_metrics import evaluate_pair
+from models.audio_unet import AudioUNet
+
+METHODS = ("model", "spline", "sinc")
+METRICS = ("snr_db", "lsd", "lsd_hf")
+
+
+def split_files(data_dir: str | Path, split: str, max_files: int | None = None) -> list[dict]:
+    """Rows of `audio/files.parquet` in `split`, by file_id (the first `max_files`)."""
+    path = Path(data_dir) / "audio" / "files.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the audio data stage first")
+    rows = sorted(
+        (r for r in pq.read_table(path).to_pylist() if r["split"] == split),
+        key=lambda r: r["file_id"],
+    )
+    return rows[:max_files] if max_files is not None else rows
+
+
+def read_hr(data_dir: str | Path, row: dict, max_seconds: float | None = None) -> np.ndarray:
+    """A file's high-res signal, cut to its first `max_seconds` when given."""
+    hr, rate = sf.read(str(Path(data_dir) / row["hr_path"]), dtype="float32")
+    if max_seconds is not None:
+        hr = hr[: int(max_seconds * rate)]
+    return hr
+
+
+def reconstruct(model: AudioUNet, lr: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """The three reconstructions of `n` high-rate samples from `lr`."""
+    ratio = model.config.ratio
+    return {
+        "model": fit_length(superresolve(model, lr), n),
+        "spline": spline_upsample(lr, ratio, n),
+        "sinc": sinc_upsample(lr, ratio, n),
+    }
+
+
+def evaluate_files(
+    model: AudioUNet,
+    data_dir: str | Path,
+    files: list[dict],
+    filter: str,
+    bits: int | None = None,
+    max_seconds: float | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (file, method): file_id, method, filter, snr_db, lsd, lsd_hf."""
+    ratio = model.config.ratio
+    rows = []
+    for row in files:
+        hr = read_hr(data_dir, row, max_seconds)
+        lr = degrade(hr, ratio, filter, bits)
+        for method, estimate in reconstruct(model, lr, len(hr)).items():
+            metrics = evaluate_pair(hr, estimate, ratio)
+            rows.append({"file_id": row["file_id"], "method": method, "filter": filter, **metrics})
+    return rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Averages over files: the model's metrics at the top, the baselines under `baselines`."""
+
+    def mean_of(method: str) -> dict[str, float]:
+        chosen = [r for r in rows if r["method"] == method]
+        return {metric: float(np.mean([r[metric] for r in chosen])) for metric in METRICS}
+
+    return {
+        **mean_of("model"),
+        "baselines": {"spline": mean_of("spline"), "sinc": mean_of("sinc")},
+        "n_files": len({r["file_id"] for r in rows}),
+    }
+
+
+def side_by_side(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary as table rows: one per method, columns snr_db, lsd, lsd_hf."""
+    sources = {"model": summary, **summary["baselines"]}
+    return [
+        {"method": name, **{m: round(sources[name][m], 3) for m in METRICS}} for name in METHODS
+    ]
+
+
+def run_pairs_info(run_dir: str | Path) -> dict[str, Any]:
+    """The pairs-dataset metadata a run was trained on (written by `train_audio_unet`)."""
+    return json.loads((Path(run_dir) / "train.json").read_text())["pairs"]
+
+
+def eval_filter(train_filter: str) -> str:
+    """The filter of the evaluation inputs: the training one, soxr for a `random` model."""
+    return train_filter if train_filter in FILTERS else "soxr"
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    max_files: int | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Evaluate the model in `run_dir` on the whole files of `split`; write `metrics.json`."""
+    run_dir = Path(run_dir)
+    model = load_model(run_dir)
+    pairs = run_pairs_info(run_dir)
+    files = split_files(data_dir, split, max_files)
+    if not files:
+        raise ValueError(f"{data_dir}: no {split} files in audio/files.parquet to evaluate on")
+    filter = eval_filter(pairs["filter"])
+    rows = evaluate_files(model, data_dir, files, filter, pairs["bits"], max_seconds)
+    metrics = {
+        **summarize(rows),
+        "split": split,
+        "ratio": model.config.ratio,
+        "hr_rate": model.config.hr_rate,
+        "filter": filter,
+        "max_seconds": max_seconds,
+        "per_file": rows,
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def write_filter_pairs(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    spec: PairSpec,
+    splits: tuple[str, ...],
+    max_files: int | None = None,
+) -> Path:
+    """Pairs made with `spec` from the high-res files of `splits` (the first `max_files` of
+    each): one `<split>-00000.parquet` per split.
+
+    The mismatch study needs one training set per filter from the same files; this re-cuts the
+    already-decoded `audio/hr/*.wav` with `datasets.pairs.make_pairs`.
+    """
+    out_dir = Path(out_dir)
+    for split in splits:
+        tables = []
+        for row in split_files(data_dir, split, max_files):
+            hr = read_hr(data_dir, row)
+            table, _ = make_pairs(row["file_id"], hr, spec)
+            tables.append(table.add_column(1, "split", pa.array([split] * table.num_rows)))
+        if tables:
+            schema = pairs_schema(spec)
+            combined = pa.concat_tables([t.cast(schema.remove_metadata()) for t in tables])
+            write_parquet_atomic(out_dir / f"{split}-00000.parquet", combined.cast(schema))
+    return out_dir
+
+
+def mismatch_table(
+    run_dirs: dict[str, str | Path],
+    data_dir: str | Path,
+    split: str = "test",
+    filters: tuple[str, ...] = FILTERS,
+    max_files: int | None = None,
+    max_seconds: float | None = None,
+) -> list[dict[str, Any]]:
+    """Every (train filter, eval filter): the model's mean SNR/LSD and the spline's SNR."""
+    files = split_files(data_dir, split, max_files)
+    rows = []
+    for train_filter, run_dir in sorted(run_dirs.items()):
+        model = load_model(run_dir)
+        for filter in filters:
+            summary = summarize(evaluate_files(model, data_dir, files, filter, None, max_seconds))
+            rows.append(
+                {
+                    "train_filter": train_filter,
+                    "eval_filter": filter,
+                    **{m: round(summary[m], 3) for m in METRICS},
+                    "spline_snr_db": round(summary["baselines"]["spline"]["snr_db"], 3),
+                    "gain_db": round(
+                        summary["snr_db"] - summary["baselines"]["spline"]["snr_db"], 3
+                    ),
+                }
+            )
+    return rows
+
+
+def write_examples(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    reports_dir: str | Path,
+    count: int = 2,
+    split: str = "test",
+    max_seconds: float | None = 10.0,
+) -> list[dict[str, Any]]:
+    """Super-resolve the first `count` files of `split`: per file the low-res input (at its
+    rate), the model's output and a spectrogram PNG with the reference, and the SNR/LSD."""
+    model = load_model(run_dir)
+    config = model.config
+    filter = eval_filter(run_pairs_info(run_dir)["filter"])
+    stem_prefix = Path(run_dir).name
+    examples = []
+    for row in split_files(data_dir, split, count):
+        hr = read_hr(data_dir, row, max_seconds)
+        lr = degrade(hr, config.ratio, filter)
+        estimate = fit_length(superresolve(model, lr), len(hr))
+        stem = Path(reports_dir) / f"{stem_prefix}-{row['file_id']}"
+        write_wav(f"{stem}-lr.wav", lr, low_rate(config))
+        write_wav(f"{stem}-sr.wav", estimate, config.hr_rate)
+        png = spectrogram_png(
+            f"{stem}-sr.png", lr, estimate, config.hr_rate, config.ratio, hr, row["file_id"]
+        )
+        examples.append(
+            {
+                "file_id": row["file_id"],
+                "lr_wav": f"{stem}-lr.wav",
+                "sr_wav": f"{stem}-sr.wav",
+                "png": str(png),
+                **evaluate_pair(hr, estimate, config.ratio),
+            }
+        )
+    return examples

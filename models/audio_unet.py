@@ -1,0 +1,145 @@
+"""The AudioUNet of Kuleshov, Enam & Ermon (2017), "Audio Super-Resolution using Neural Networks".
+
+The network maps the low-resolution signal, already interpolated to the high rate (cubic spline,
+as in the paper), to the high-resolution signal:
+
+    down blocks    Conv1d(stride 2) -> LeakyReLU(0.2)                 (length / 2 each)
+    bottleneck     Conv1d(stride 2) -> Dropout -> LeakyReLU(0.2)
+    up blocks      Conv1d(2 * width) -> Dropout -> ReLU -> subpixel x2 -> concat(skip)
+    last           Conv1d(2 channels, kernel 9) -> subpixel x2 -> + input   (additive residual)
+
+The paper's code uses widths 128, 384, 512, 512, ... and kernels 65, 33, 17, 9, 9, ... with four
+blocks; the bottleneck takes the last width and kernel. Weights start orthogonal, biases at zero,
+the last layer near zero (normal, std 1e-3), so an untrained model returns its input.
+The ratio does not change the network (input and output have the same length); it is kept in the
+config so a checkpoint says what it was trained for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class AudioUNetConfig:
+    widths: list[int] = field(default_factory=lambda: [128, 384, 512, 512])
+    kernels: list[int] = field(default_factory=lambda: [65, 33, 17, 9])
+    dropout: float = 0.5
+    ratio: int = 4
+    hr_rate: int = 16000
+    patch: int = 8192  # training patch length at the high rate (training sets it from the data)
+
+    def __post_init__(self) -> None:
+        if len(self.widths) != len(self.kernels) or not self.widths:
+            raise ValueError("widths and kernels must be non-empty and of equal length")
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"kernel lengths must be odd for 'same' padding: {self.kernels}")
+        if self.patch % self.multiple:
+            raise ValueError(f"patch {self.patch} is not a multiple of {self.multiple}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def multiple(self) -> int:
+        """Input lengths must be multiples of this: every block and the bottleneck halve it."""
+        return 2 ** (self.depth + 1)
+
+
+PRESETS: dict[str, AudioUNetConfig] = {
+    # For tests: trains in seconds.
+    "tiny": AudioUNetConfig(widths=[8, 16], kernels=[9, 9], dropout=0.0),
+    # `--profile quick`: a couple of minutes on 2 CPU cores.
+    "quick": AudioUNetConfig(widths=[16, 32, 64], kernels=[33, 17, 9], dropout=0.0),
+    # `--profile full` on a CPU: the paper's depth at an eighth of its widths, its kernels halved
+    # (the 65-tap first layer alone cost 2.5x the time per step here), and no dropout (dropout
+    # costs ~2.7x on a CPU, and a model this small underfits rather than overfits).
+    "full": AudioUNetConfig(widths=[16, 32, 64, 64], kernels=[33, 17, 9, 9], dropout=0.0),
+    # The paper's widths and dropout: what `--profile full` trains on a GPU.
+    "paper": AudioUNetConfig(),
+}
+
+
+def preset(name: str, **overrides: object) -> AudioUNetConfig:
+    """A fresh copy of a preset config, with fields overridden (e.g. ratio, hr_rate)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown AudioUNet preset {name!r}; choose from {sorted(PRESETS)}")
+    base = PRESETS[name]
+    fresh = {"widths": list(base.widths), "kernels": list(base.kernels)}
+    return dataclasses.replace(base, **{**fresh, **overrides})
+
+
+def subpixel_1d(x: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, C * r, L) -> (B, C, L * r): the 1-D subpixel shuffle (channels become time steps)."""
+    batch, channels, length = x.shape
+    x = x.view(batch, r, channels // r, length).permute(0, 2, 3, 1)
+    return x.reshape(batch, channels // r, length * r)
+
+
+def seeded_dropout(
+    x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Dropout whose mask comes from `generator`: `F.dropout` draws from the process-global RNG,
+    which would make seeded runs on threads race each other."""
+    if not training or p == 0.0:
+        return x
+    if generator is None:
+        return F.dropout(x, p, training=True)
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+    return x * keep / (1.0 - p)
+
+
+class AudioUNet(nn.Module):
+    def __init__(self, config: AudioUNetConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        widths, kernels = config.widths, config.kernels
+        self.down = nn.ModuleList()
+        channels = 1
+        for width, kernel in zip(widths, kernels, strict=True):
+            self.down.append(nn.Conv1d(channels, width, kernel, stride=2, padding=kernel // 2))
+            channels = width
+        self.bottleneck = nn.Conv1d(
+            channels, widths[-1], kernels[-1], stride=2, padding=kernels[-1] // 2
+        )
+        channels = widths[-1]
+        self.up = nn.ModuleList()
+        for width, kernel in zip(reversed(widths), reversed(kernels), strict=True):
+            self.up.append(nn.Conv1d(channels, 2 * width, kernel, padding=kernel // 2))
+            channels = 2 * width  # width after the shuffle, plus the skip's width
+        self.last = nn.Conv1d(channels, 2, 9, padding=4)
+        self._init_weights(generator)
+
+    def _init_weights(self, generator: torch.Generator | None) -> None:
+        for conv in [*self.down, self.bottleneck, *self.up]:
+            nn.init.orthogonal_(conv.weight, generator=generator)
+            nn.init.zeros_(conv.bias)
+        nn.init.normal_(self.last.weight, std=1e-3, generator=generator)
+        nn.init.zeros_(self.last.bias)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x: (B, 1, L) interpolated low-res signal, L a multiple of `config.multiple`."""
+        if x.shape[-1] % self.config.multiple:
+            raise ValueError(
+                f"input length {x.shape[-1]} is not a multiple of {self.config.multiple}"
+            )
+        p = self.config.dropout
+        skips = []
+        h = x
+        for conv in self.down:
+            h = F.leaky_relu(conv(h), 0.2)
+            skips.append(h)
+        h = F.leaky_relu(seeded_dropout(self.bottleneck(h), p, self.training, generator), 0.2)
+        for conv, skip in zip(self.up, reversed(skips), strict=True):
+            h = F.relu(seeded_dropout(conv(h), p, self.training, generator))
+            h = torch.cat([subpixel_1d(h, 2), skip], dim=1)
+        return x + subpixel_1d(self.last(h), 2)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

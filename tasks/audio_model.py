@@ -1,0 +1,220 @@
+"""Tasks of the audio super-resolution model: train, evaluate, super-resolve, filter mismatch.
+
+Thin wrappers over `models.audio_*`: each takes paths and a profile, hands back a small record,
+shows training progress as a progress artifact and metrics as table artifacts. A run directory
+is `data_dir/models/audio/<run>`; training resumes a killed run from its checkpoint, and is
+skipped when its stamp says the same config already finished on the same pairs dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_json_atomic, write_stamp
+from datasets.pairs import PairSpec
+from datasets.signals import FILTERS
+from models.audio_eval import (
+    evaluate_run,
+    mismatch_table,
+    side_by_side,
+    write_examples,
+    write_filter_pairs,
+)
+from models.audio_infer import latest_run, superresolve_file
+from models.audio_train import (
+    METRICS_FILE,
+    profile_config,
+    read_pairs_info,
+    train_audio_unet,
+)
+from tasks.common import Progress, publish_table
+
+# Runs resume from their own checkpoints and stamps; Prefect's cache would hash big inputs.
+MAX_TABLE_ROWS = 60
+# Whole-file evaluation per profile: (most files, seconds of each file); None = all of it.
+EVAL_LIMITS: dict[str, tuple[int | None, float | None]] = {
+    "tiny": (2, 4.0),
+    "quick": (4, 20.0),
+    "full": (None, None),
+}
+# The filter-mismatch study trains one model per filter: a size smaller than the profile's, on
+# the first files of the train split (all of it would be one model's data five times over).
+MISMATCH_PROFILE = {"tiny": "tiny", "quick": "tiny", "full": "quick"}
+MISMATCH_FILES = {"tiny": 4, "quick": 8, "full": 40}
+
+
+def pairs_dir(data_dir: str) -> Path:
+    return Path(data_dir) / "audio" / "pairs"
+
+
+def models_dir(data_dir: str) -> Path:
+    return Path(data_dir) / "models" / "audio"
+
+
+def _train(
+    pairs: Path, run_dir: Path, profile: str, seed: int, data_key: str | None, **overrides: Any
+) -> dict[str, Any]:
+    """Train unless the run's stamp says this config already finished on this data."""
+    config = profile_config(profile, seed, **overrides)
+    key = sha256_json([dataclasses.asdict(config), data_key])
+    if read_stamp(run_dir) == key and (run_dir / "config.json").exists():
+        get_run_logger().info("%s is trained and current; not retraining", run_dir)
+        return json.loads((run_dir / STAMP_FILE).read_text())["info"] | {"reused": True}
+    summary = train_audio_unet(pairs, run_dir, config, progress=Progress(f"train-{run_dir.name}"))
+    write_stamp(run_dir, key, summary)
+    return summary | {"reused": False}
+
+
+@task(name="train-audio-model", cache_policy=NO_CACHE)
+def train_audio_model(
+    data_dir: str,
+    profile: str = "quick",
+    seed: int = 0,
+    run_name: str | None = None,
+    steps: int | None = None,
+) -> dict[str, Any]:
+    """Train the U-Net on `audio/pairs` (resuming a killed run); `steps` overrides the profile's."""
+    logger = get_run_logger()
+    pairs = pairs_dir(data_dir)
+    info = read_pairs_info(pairs)
+    name = run_name or f"{profile}-x{info.ratio}-{info.filter}-seed{seed}"
+    run_dir = models_dir(data_dir) / name
+    overrides = {"steps": steps} if steps is not None else {}
+    data_key = read_stamp(Path(data_dir) / "audio")
+    logger.info("training %s on %s (%s)", run_dir, pairs, info)
+    summary = _train(pairs, run_dir, profile, seed, data_key, **overrides)
+    rows = pq.read_table(run_dir / METRICS_FILE).to_pylist()
+    stride = max(1, len(rows) // MAX_TABLE_ROWS)
+    publish_table(
+        f"audio-train-{name}",
+        rows[::stride],
+        description=f"training of {run_dir}: loss and held-out patch SNR vs the spline input",
+    )
+    if rows:
+        logger.info(
+            "step %d: patch SNR %.2f dB (spline %.2f dB)",
+            rows[-1]["step"],
+            rows[-1]["eval_snr_db"],
+            rows[-1]["eval_spline_snr_db"],
+        )
+    return summary | {"run_dir": str(run_dir)}
+
+
+@task(name="evaluate-audio-model", cache_policy=NO_CACHE)
+def evaluate_audio_model(data_dir: str, run_dir: str, profile: str = "full") -> dict[str, Any]:
+    """SNR, LSD and high-band LSD on the whole test files, beside the spline and sinc baselines;
+    writes `metrics.json` in the run and a side-by-side table artifact."""
+    max_files, max_seconds = EVAL_LIMITS[profile]
+    metrics = evaluate_run(run_dir, data_dir, "test", max_files, max_seconds)
+    table = side_by_side(metrics)
+    publish_table(
+        f"audio-eval-{Path(run_dir).name}",
+        table,
+        description=f"test split, {metrics['n_files']} files, x{metrics['ratio']}, "
+        f"{metrics['filter']} filter: SNR dB (higher is better), LSD (lower is better)",
+    )
+    get_run_logger().info("evaluation of %s: %s", run_dir, table)
+    return {
+        "run_dir": run_dir,
+        "metrics": str(Path(run_dir) / "metrics.json"),
+        "n_files": metrics["n_files"],
+        **{row["method"] + "_" + key: row[key] for row in table for key in row if key != "method"},
+    }
+
+
+@task(name="audio-examples", cache_policy=NO_CACHE)
+def superresolve_examples(
+    data_dir: str, run_dir: str, count: int = 2, max_seconds: float = 10.0
+) -> list[dict[str, Any]]:
+    """Low-res input, model output (WAV) and spectrogram PNG of the first test files in
+    `reports/`."""
+    examples = write_examples(
+        run_dir, data_dir, Path(data_dir) / "reports", count, max_seconds=max_seconds
+    )
+    publish_table(f"audio-examples-{Path(run_dir).name}", examples, "super-resolved test files")
+    return examples
+
+
+def resolve_model(data_dir: str, model: str | None) -> Path:
+    """`model` (a run directory, or a run name under data_dir/models/audio), else the latest."""
+    if model is None:
+        return latest_run(models_dir(data_dir))
+    named = models_dir(data_dir) / model
+    return named if named.is_dir() else Path(model)
+
+
+def superresolve(
+    input: str, output: str | None = None, data_dir: str = "data", model: str | None = None
+) -> dict[str, Any]:
+    """Super-resolve one audio file (any length, any rate): the WAV at `output` (default
+    `reports/<input stem>-sr.wav`) and a spectrogram PNG beside it. For the command line."""
+    run_dir = resolve_model(data_dir, model)
+    target = Path(output) if output else Path(data_dir) / "reports" / f"{Path(input).stem}-sr.wav"
+    png = Path(data_dir) / "reports" / f"{target.stem}.png"
+    return superresolve_file(run_dir, input, target, png)
+
+
+@task(name="superresolve-file", cache_policy=NO_CACHE)
+def superresolve_file_task(
+    input: str, output: str | None = None, data_dir: str = "data", model: str | None = None
+) -> dict[str, Any]:
+    """The task form of `superresolve`, for flows."""
+    result = superresolve(input, output, data_dir, model)
+    get_run_logger().info("super-resolved %s -> %s", input, result["output"])
+    return result
+
+
+@task(name="audio-filter-mismatch", cache_policy=NO_CACHE)
+def filter_mismatch(
+    data_dir: str,
+    profile: str = "quick",
+    seed: int = 0,
+    train_filters: tuple[str, ...] = (*FILTERS, "random"),
+) -> dict[str, Any]:
+    """Train one model per anti-aliasing filter (and `random`, one per file) on the same train
+    files, evaluate each on test inputs made with every filter; a table artifact and
+    `models/audio-mismatch/<profile>-seed<seed>.json`."""
+    logger = get_run_logger()
+    info = read_pairs_info(pairs_dir(data_dir))
+    small = MISMATCH_PROFILE[profile]
+    max_files, max_seconds = EVAL_LIMITS[profile]
+    root = Path(data_dir) / "models" / "audio-mismatch"
+    run_dirs = {}
+    for train_filter in train_filters:
+        spec = PairSpec(
+            hr_rate=info.hr_rate,
+            ratio=info.ratio,
+            filter=train_filter,
+            patch=info.patch,
+            stride=info.patch,
+            seed=seed,
+        )
+        out_dir = Path(data_dir) / "audio" / "mismatch" / train_filter
+        pairs = write_filter_pairs(
+            data_dir, out_dir, spec, ("train", "valid"), MISMATCH_FILES[profile]
+        )
+        run_dir = root / f"{small}-{train_filter}-seed{seed}"
+        data_key = sha256_json([read_stamp(Path(data_dir) / "audio"), dataclasses.asdict(spec)])
+        _train(pairs, run_dir, small, seed, data_key)
+        run_dirs[train_filter] = run_dir
+        logger.info("mismatch model for %s: %s", train_filter, run_dir)
+    rows = mismatch_table(run_dirs, data_dir, "test", FILTERS, max_files, max_seconds)
+    out = write_json_atomic(root / f"{profile}-seed{seed}.json", rows)
+    publish_table(
+        f"audio-filter-mismatch-{profile}",
+        rows,
+        description="model trained with train_filter, tested on inputs made with eval_filter; "
+        "gain_db = model SNR - spline SNR on the same inputs",
+    )
+    return {
+        "table": str(out),
+        "rows": len(rows),
+        "models": {k: str(v) for k, v in run_dirs.items()},
+    }

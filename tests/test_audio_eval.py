@@ -1,0 +1,75 @@
+"""Evaluation on whole held-out files against spline and sinc, and the filter-mismatch table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
+
+from datasets.pairs import PairSpec
+from models.audio_eval import (
+    evaluate_run,
+    mismatch_table,
+    side_by_side,
+    write_filter_pairs,
+)
+from models.audio_train import AudioTrainConfig, read_pairs_info, train_audio_unet
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def trained_run(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    config = AudioTrainConfig(preset="tiny", steps=20, batch_size=8, lr=3e-3, log_every=10)
+    train_audio_unet(audio_data_dir / "audio" / "pairs", run_dir, config)
+    return run_dir
+
+
+def test_metrics_json_has_the_model_and_both_baselines(
+    trained_run: Path,
+    audio_data_dir: Path,  # noqa: F811
+) -> None:
+    metrics = evaluate_run(trained_run, audio_data_dir, split="test", max_seconds=3.0)
+    assert json.loads((trained_run / "metrics.json").read_text()) == metrics
+    for block in (metrics, metrics["baselines"]["spline"], metrics["baselines"]["sinc"]):
+        assert set(block) >= {"snr_db", "lsd", "lsd_hf"}
+    assert metrics["n_files"] == 1 and metrics["filter"] == "soxr" and metrics["ratio"] == 4
+    assert {r["method"] for r in metrics["per_file"]} == {"model", "spline", "sinc"}
+    # The baselines have nothing above the low Nyquist: their high-band LSD exceeds the full.
+    spline = metrics["baselines"]["spline"]
+    assert spline["lsd_hf"] > spline["lsd"]
+    # An untrained-ish model stays near its spline input; the spline is its floor here.
+    assert metrics["snr_db"] > spline["snr_db"] - 1.0
+    table = side_by_side(metrics)
+    assert [row["method"] for row in table] == ["model", "spline", "sinc"]
+    assert table[1]["snr_db"] == round(spline["snr_db"], 3)
+
+
+def test_no_test_files_is_a_clear_error(trained_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run the audio data stage first"):
+        evaluate_run(trained_run, tmp_path)
+
+
+def test_filter_pairs_and_the_mismatch_table(
+    trained_run: Path,
+    audio_data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    spec = PairSpec(hr_rate=16000, ratio=4, filter="none", patch=2048, stride=2048)
+    out = write_filter_pairs(audio_data_dir, tmp_path / "pairs-none", spec, ("train",))
+    table = pq.read_table(out / "train-00000.parquet")
+    assert set(table.column("filter").to_pylist()) == {"none"}
+    assert read_pairs_info(out).filter == "none"
+    assert table.column_names == ["file_id", "split", "offset", "filter", "hr", "lr"]
+    rows = mismatch_table({"soxr": trained_run}, audio_data_dir, max_seconds=2.0)
+    assert [(r["train_filter"], r["eval_filter"]) for r in rows] == [
+        ("soxr", f) for f in ("soxr", "cheby", "fir", "none")
+    ]
+    by_filter = {r["eval_filter"]: r for r in rows}
+    # Aliased inputs (no filter) are the hardest for the spline as well.
+    assert by_filter["none"]["spline_snr_db"] < by_filter["soxr"]["spline_snr_db"]

@@ -1,0 +1,136 @@
+"""Inference on whole signals: lengths for every ratio, no seams, files of any rate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from audio_corpus import HR_RATE, audio_renders  # noqa: F401 (a fixture)
+
+from datasets.audio import write_wav
+from datasets.io import write_json_atomic
+from datasets.signals import RATIOS, decimate
+from models.audio_infer import (
+    crossfade_window,
+    load_model,
+    run_chunked,
+    superresolve,
+    superresolve_file,
+)
+from models.audio_metrics import snr_db
+from models.audio_unet import AudioUNet, preset
+from models.checkpoint import save_model
+
+torch.set_num_threads(1)
+
+
+def busy_model(ratio: int = 4, seed: int = 0) -> AudioUNet:
+    """A tiny model whose output is far from its input (a larger last layer than at init), so
+    chunking errors would show."""
+    model = AudioUNet(
+        preset("tiny", ratio=ratio, hr_rate=HR_RATE), torch.Generator().manual_seed(seed)
+    )
+    with torch.no_grad():
+        model.last.weight.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(seed + 1))
+    return model.eval()
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+@pytest.mark.parametrize("n_lr", [1, 7, 333, 2049])
+def test_output_length_is_input_length_times_ratio(ratio: int, n_lr: int) -> None:
+    lr = np.random.default_rng(n_lr).uniform(-0.5, 0.5, n_lr).astype(np.float32)
+    out = superresolve(busy_model(ratio), lr, chunk=1024, overlap=128)
+    assert out.shape == (n_lr * ratio,)
+    assert out.dtype == np.float32
+    assert np.isfinite(out).all()
+
+
+def test_empty_input_gives_empty_output() -> None:
+    assert superresolve(busy_model(), np.zeros(0, np.float32)).shape == (0,)
+
+
+def test_crossfade_weights_are_positive_and_flat_inside() -> None:
+    window = crossfade_window(64, 16)
+    assert window.min() > 0
+    assert np.all(window[16:48] == 1.0)
+    # Overlapping ramps of neighbouring chunks sum to one: a constant passes unchanged.
+    np.testing.assert_allclose(window[48:] + window[:16], 1.0)
+
+
+def test_overlap_add_has_no_seams(audio_renders: dict[str, list[Path]]) -> None:  # noqa: F811
+    # Chunked output vs the whole signal in one pass: with overlap the two agree to within
+    # -50 dB everywhere, including around every chunk border; butted chunks (no overlap)
+    # show the seams this guards against.
+    hr, _ = sf.read(str(audio_renders["test"][0]), dtype="float32")
+    model = busy_model()
+    lr = decimate(hr[: 4 * 8000], 4, "soxr")
+    x_full = superresolve(model, lr, chunk=len(lr) * 4 + 64, overlap=0)
+    chunk, overlap = 2048, 256
+    chunked = superresolve(model, lr, chunk=chunk, overlap=overlap)
+    butted = superresolve(model, lr, chunk=chunk, overlap=0)
+    assert snr_db(hr[: 4 * 8000], x_full) < 20  # the busy model really changes the signal
+    assert snr_db(x_full, chunked) > 50
+    assert snr_db(x_full, butted) < snr_db(x_full, chunked) - 10
+    borders = np.arange(chunk - overlap, len(x_full), chunk - overlap)
+    for border in borders[:-1]:
+        around = slice(border - overlap, border + overlap)
+        assert snr_db(x_full[around], chunked[around]) > 40
+
+
+def test_run_chunked_refuses_an_overlap_of_half_the_chunk() -> None:
+    with pytest.raises(ValueError, match="overlap 512 must be less than half the chunk 1024"):
+        run_chunked(busy_model(), np.zeros(5000, np.float32), chunk=1024, overlap=512)
+
+
+def write_run(run_dir: Path, model: AudioUNet) -> Path:
+    save_model(run_dir, model, model.config)
+    write_json_atomic(run_dir / "train.json", {"config": {}, "pairs": {}})
+    return run_dir
+
+
+def test_saved_model_round_trips(tmp_path: Path) -> None:
+    model = busy_model()
+    loaded = load_model(write_run(tmp_path / "run", model))
+    assert not loaded.training
+    x = torch.randn(1, 1, 256)
+    assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.parametrize("file_rate", [44100, HR_RATE, HR_RATE // 4, 11025])
+def test_superresolve_file_at_any_rate(
+    tmp_path: Path,
+    audio_renders: dict[str, list[Path]],  # noqa: F811
+    file_rate: int,
+) -> None:
+    import soxr
+
+    hr, _ = sf.read(str(audio_renders["test"][0]), dtype="float32")
+    source = tmp_path / f"in-{file_rate}.wav"
+    write_wav(source, soxr.resample(hr[:40000], HR_RATE, file_rate), file_rate)
+    run_dir = write_run(tmp_path / "run", busy_model())
+    result = superresolve_file(run_dir, source, tmp_path / "out" / "sr.wav")
+    out, rate = sf.read(result["output"], dtype="float32")
+    lr_len = round(sf.info(str(source)).frames * (HR_RATE / 4) / file_rate)
+    assert rate == HR_RATE
+    assert abs(len(out) - 4 * lr_len) <= 4 and len(out) % 4 == 0
+    png = Path(result["png"])
+    assert png == tmp_path / "out" / "sr.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if file_rate >= HR_RATE:
+        assert set(result["metrics"]) == {"model", "spline", "sinc"}
+        assert set(result["metrics"]["sinc"]) == {"snr_db", "lsd", "lsd_hf"}
+    else:
+        assert "metrics" not in result
+
+
+def test_unreadable_input_names_the_file(tmp_path: Path) -> None:
+    from datasets.notes import RejectedInput
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    run_dir = write_run(tmp_path / "run", busy_model())
+    with pytest.raises(RejectedInput, match="bad.wav"):
+        superresolve_file(run_dir, bad, tmp_path / "out.wav")

@@ -1,0 +1,79 @@
+"""The audio model tasks inside a flow on rendered phrases: train, evaluate, examples, a file
+super-resolved from the command-line function, and the filter-mismatch table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
+from prefect import flow
+
+from tasks.audio_model import (
+    evaluate_audio_model,
+    filter_mismatch,
+    superresolve,
+    superresolve_examples,
+    superresolve_file_task,
+    train_audio_model,
+)
+
+torch.set_num_threads(1)
+
+
+@flow
+def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
+    trained = train_audio_model(data_dir, "tiny", 0)
+    evaluated = evaluate_audio_model(data_dir, trained["run_dir"], "tiny")
+    examples = superresolve_examples(data_dir, trained["run_dir"], count=1, max_seconds=2.0)
+    single = superresolve_file_task(example_input, None, data_dir, None)
+    mismatch = filter_mismatch(data_dir, "tiny", 0, ("soxr", "random"))
+    return {
+        "trained": trained,
+        "evaluated": evaluated,
+        "examples": examples,
+        "single": single,
+        "mismatch": mismatch,
+    }
+
+
+def test_tasks_in_a_flow(
+    prefect_harness,
+    audio_data_dir: Path,  # noqa: F811
+    audio_renders: dict[str, list[Path]],  # noqa: F811
+) -> None:
+    data_dir = str(audio_data_dir)
+    example = str(audio_renders["test"][0])
+    result = tiny_audio_flow(data_dir, example)
+    run_dir = Path(result["trained"]["run_dir"])
+    assert run_dir == audio_data_dir / "models" / "audio" / "tiny-x4-soxr-seed0"
+    assert result["trained"]["steps"] == 30 and not result["trained"]["reused"]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert result["evaluated"]["model_snr_db"] == round(metrics["snr_db"], 3)
+    assert result["evaluated"]["spline_lsd"] == round(metrics["baselines"]["spline"]["lsd"], 3)
+
+    (example_out,) = result["examples"]
+    assert Path(example_out["png"]).parent == audio_data_dir / "reports"
+    assert sf.info(example_out["sr_wav"]).frames == 2 * 16000
+    assert sf.info(example_out["lr_wav"]).samplerate == 4000
+
+    single = result["single"]
+    assert single["model"] == str(run_dir)  # the latest run when none is named
+    assert Path(single["output"]) == audio_data_dir / "reports" / "phrase04-sr.wav"
+    assert Path(single["png"]).exists()
+    assert single["metrics"]["model"]["snr_db"] > 0
+
+    rows = json.loads(Path(result["mismatch"]["table"]).read_text())
+    assert {(r["train_filter"], r["eval_filter"]) for r in rows} == {
+        (t, e) for t in ("random", "soxr") for e in ("soxr", "cheby", "fir", "none")
+    }
+
+    again = tiny_audio_flow(data_dir, example)
+    assert again["trained"]["reused"] and again["trained"]["steps"] == 30
+
+    named = audio_data_dir / "named.wav"
+    chosen = superresolve(str(audio_renders["valid"][0]), str(named), data_dir, run_dir.name)
+    assert chosen["model"] == str(run_dir) and named.exists()

@@ -1,0 +1,127 @@
+"""Training the AudioUNet on the pairs dataset: it learns, it resumes, it is deterministic."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
+
+from models.audio_train import (
+    AudioTrainConfig,
+    iter_epoch,
+    pair_shards,
+    read_pairs_info,
+    stft_loss,
+    train_audio_unet,
+)
+from models.audio_unet import preset
+from models.checkpoint import MODEL_FILE
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """Eight training patches from the middle of one rendered phrase."""
+    table = pq.read_table(pair_shards(audio_data_dir / "audio" / "pairs", "train")[0])
+    out = tmp_path_factory.mktemp("tiny-pairs")
+    pq.write_table(table.slice(40, 8), out / "train-00000.parquet")
+    return out
+
+
+def test_overfits_a_tiny_set_well_above_the_spline(tiny_set: Path, tmp_path: Path) -> None:
+    config = AudioTrainConfig(
+        preset="tiny", steps=250, batch_size=8, lr=3e-3, log_every=50, eval_split="train"
+    )
+    summary = train_audio_unet(tiny_set, tmp_path / "run", config)
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250]
+    assert rows[-1]["mse"] < rows[0]["mse"] / 2
+    assert summary["eval_snr_db"] > summary["eval_spline_snr_db"] + 4.0
+    assert (tmp_path / "run" / MODEL_FILE).exists()
+
+
+def small_config(**changes: object) -> AudioTrainConfig:
+    base = AudioTrainConfig(
+        preset="tiny", steps=12, batch_size=4, log_every=3, checkpoint_every=6, eval_patches=8
+    )
+    return dataclasses.replace(base, **changes)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_same_bytes(audio_data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    pairs = audio_data_dir / "audio" / "pairs"
+    info = read_pairs_info(pairs)
+    # Dropout on, so the restored generator state matters too.
+    model_config = preset("tiny", dropout=0.3, ratio=info.ratio, hr_rate=info.hr_rate, patch=2048)
+    config = small_config()
+    train_audio_unet(pairs, tmp_path / "whole", config, model_config)
+
+    def kill_at_step_9(fraction: float) -> None:
+        if fraction >= 9 / 12:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_audio_unet(pairs, tmp_path / "killed", config, model_config, kill_at_step_9)
+    assert not (tmp_path / "killed" / MODEL_FILE).exists()
+    assert (tmp_path / "killed" / "checkpoint" / "latest.json").exists()
+    summary = train_audio_unet(pairs, tmp_path / "killed", config)
+    assert summary["steps"] == 12
+    for name in ("metrics.parquet", MODEL_FILE, "config.json"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes()
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(
+    audio_data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    pairs = audio_data_dir / "audio" / "pairs"
+    for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+        train_audio_unet(pairs, tmp_path / name, small_config(steps=6, seed=seed))
+    read = lambda name: (tmp_path / name / "metrics.parquet").read_bytes()  # noqa: E731
+    assert read("a") == read("b")
+    assert read("a") != read("c")
+
+
+def test_epochs_visit_every_row_once_in_a_seeded_order(audio_data_dir: Path) -> None:  # noqa: F811
+    shards = pair_shards(audio_data_dir / "audio" / "pairs", "train")
+    n_rows = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
+    first = [hr for hr, _ in iter_epoch(shards, 16, seed=0, epoch=0)]
+    again = [hr for hr, _ in iter_epoch(shards, 16, seed=0, epoch=0)]
+    other = [hr for hr, _ in iter_epoch(shards, 16, seed=0, epoch=1)]
+    assert len(first) == n_rows // 16
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0], other[0])
+    rows = np.concatenate(first)
+    assert len(np.unique(rows, axis=0)) == len(rows)  # no row twice in an epoch
+
+
+def test_stft_loss_is_zero_only_for_equal_signals() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4096, generator=g)
+    assert stft_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert stft_loss(x + 0.1 * torch.randn(2, 4096, generator=g), x).item() > 0.01
+
+
+def test_training_with_the_stft_term(audio_data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    pairs = audio_data_dir / "audio" / "pairs"
+    summary = train_audio_unet(pairs, tmp_path / "run", small_config(steps=3, stft_weight=1e-5))
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert summary["steps"] == 3
+    assert rows[-1]["loss"] > rows[-1]["mse"]
+
+
+def test_missing_pairs_and_unfit_patches_are_clear_errors(tmp_path: Path, tiny_set: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=f"no train-\\*.parquet shards in {tmp_path}"):
+        train_audio_unet(tmp_path, tmp_path / "run", small_config())
+    wrong_ratio = preset("tiny", ratio=2, hr_rate=16000, patch=2048)
+    with pytest.raises(ValueError, match="pairs at ratio 4 with patch 2048 do not fit"):
+        train_audio_unet(tiny_set, tmp_path / "run", small_config(), wrong_ratio)
