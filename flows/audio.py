@@ -1,11 +1,14 @@
-"""The audio super-resolution flow: corpus -> low/high-resolution pairs (stage `data`).
+"""The audio super-resolution flow: corpus -> pairs -> U-Net -> metrics and super-resolved audio.
 
-Later stages (`train`, `evaluate`, `superres`) read what `data` wrote under `data_dir/audio`;
-each stage is self-contained, so any subset can run.
+Later stages read what `data` wrote under `data_dir`: `train` (the U-Net), `evaluate` (SNR/LSD
+against the spline and sinc baselines on the held-out files), `superres` (examples from the test
+split, or the file given by `--input`), and `mismatch` (the filter-mismatch study; not run by
+default). Each stage is self-contained, so any subset can run.
 
     python -m flows.audio --help
     python -m flows.audio --corpus bach --profile quick --ratio 4 --filter soxr
     python -m flows.audio --corpus bytebeat --bits 8
+    python -m flows.audio --input song.wav --output song-x4.wav
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from datasets.pairs import PairSpec
 from flows.cli import run_cli
-from flows.runners import make_task_runner
 from tasks.audio import (
     discover_task,
     load_task,
@@ -28,8 +30,16 @@ from tasks.audio import (
     split_task,
     write_task,
 )
+from tasks.audio_model import (
+    evaluate_audio_model,
+    filter_mismatch,
+    resolve_model,
+    superresolve_examples,
+    superresolve_file_task,
+    train_audio_model,
+)
 
-Stage = Literal["data", "train", "evaluate", "superres"]
+Stage = Literal["data", "train", "evaluate", "superres", "mismatch"]
 QUICK_LIMIT = 24  # chorales (or files) the quick profile takes when no limit is given
 
 
@@ -86,6 +96,22 @@ class AudioParams(BaseModel):
         None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
     )
     batch_size: int = Field(16, ge=1, description="Files per load / pairs task")
+    train_steps: int | None = Field(
+        None, ge=1, description="Training steps; none: the profile's (quick 100, full 2000)"
+    )
+    input: str | None = Field(
+        None,
+        description="Super-resolve this audio file (any rate, any length) and run only the "
+        "superres stage",
+    )
+    output: str | None = Field(
+        None, description="Where --input's result goes; none: data_dir/reports/<stem>-sr.wav"
+    )
+    model: str | None = Field(
+        None,
+        description="Model run (a directory, or a run name under data_dir/models/audio) for "
+        "--input; none: the latest trained run",
+    )
 
     @model_validator(mode="after")
     def _check_patch(self) -> AudioParams:
@@ -135,6 +161,11 @@ class AudioResult(BaseModel):
     n_load_reused: int = 0
     n_pairs_reused: int = 0
     reused: bool = False
+    run_dir: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    examples: list[dict[str, Any]] = Field(default_factory=list)
+    superres: dict[str, Any] = Field(default_factory=dict)
+    mismatch: dict[str, Any] = Field(default_factory=dict)
 
 
 def _batches(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
@@ -185,26 +216,39 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
 
 @flow(name="audio")
 def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
-    """Audio super-resolution: a corpus to low/high-resolution pairs (more stages join here)."""
+    """Audio super-resolution: a corpus to pairs, a U-Net, its metrics and super-resolved audio."""
     out = Path(params.data_dir) / "audio"
-    counts = data_stage(params) if "data" in params.stages else {}
-    # The model stages (train, evaluate, superres) join here, reading `out` (issue 5).
+    data_dir = params.data_dir
+    stages = ["superres"] if params.input else params.stages
+    result: dict[str, Any] = data_stage(params) if "data" in stages else {}
+    if "train" in stages:
+        trained = train_audio_model(data_dir, params.profile, params.seed, steps=params.train_steps)
+        result["run_dir"] = trained["run_dir"]
+    if {"evaluate", "superres"} & set(stages) and "run_dir" not in result:
+        result["run_dir"] = str(resolve_model(data_dir, params.model))
+    run_dir = result.get("run_dir", "")
+    if "evaluate" in stages:
+        result["metrics"] = evaluate_audio_model(data_dir, run_dir, params.profile)
+    if "superres" in stages:
+        if params.input:
+            result["superres"] = superresolve_file_task(
+                params.input, params.output, data_dir, params.model
+            )
+        else:
+            result["examples"] = superresolve_examples(data_dir, run_dir)
+    if "mismatch" in stages:
+        result["mismatch"] = filter_mismatch(data_dir, params.profile, params.seed)
     return AudioResult(
-        data_dir=str(Path(params.data_dir).resolve()),
+        data_dir=str(Path(data_dir).resolve()),
         manifest=str(out / "manifest.parquet"),
         files=str(out / "files.parquet"),
         pairs_dir=str(out / "pairs"),
-        **counts,
+        **result,
     )
 
 
 def main() -> None:
-    def run(params: AudioParams) -> AudioResult:
-        runner = make_task_runner(params.task_runner, params.workers, params.dask_address)
-        return audio_flow.with_options(task_runner=runner)(params)
-
-    run.__doc__ = audio_flow.description
-    run_cli(run, AudioParams)
+    run_cli(audio_flow, AudioParams)
 
 
 if __name__ == "__main__":

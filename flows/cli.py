@@ -15,7 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 from pydantic import BaseModel
+
+from flows.runners import make_task_runner
 
 ParamsT = TypeVar("ParamsT", bound=BaseModel)
 
@@ -85,11 +88,25 @@ def run_cli(
     flow_fn: Callable[[ParamsT], Any],
     params_model: type[ParamsT],
     argv: Sequence[str] | None = None,
+    *,
+    own_task_runner: bool = True,
 ) -> Any:
-    """Parse the command line into `params_model`, run the flow, print where outputs are."""
+    """Parse the command line into `params_model`, run the flow, print where outputs are.
+
+    With `own_task_runner` the flow runs on the task runner its params name (`task_runner`,
+    `workers`, `dask_address`); the pipeline passes False because it starts one runner that
+    both of its subflows share.
+    """
     description = (getattr(flow_fn, "description", None) or flow_fn.__doc__ or "").strip()
     params = parse_params(params_model, description, argv)
-    result = flow_fn(params)
+    if own_task_runner and hasattr(flow_fn, "with_options"):
+        runner = make_task_runner(params.task_runner, params.workers, params.dask_address)
+        flow_fn = flow_fn.with_options(task_runner=runner)
+    # Without a configured server each process starts a temporary one; on a busy 2-core
+    # machine that takes longer than Prefect's default 20 s wait.
+    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120)
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
+        result = flow_fn(params)
     print(json.dumps(_jsonable(result), indent=2, default=str))
     return result
 

@@ -20,7 +20,6 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
 from pydantic import BaseModel, Field
 
 from flows.audio import AudioParams, audio_flow
@@ -145,11 +144,7 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
 
 
 def main() -> None:
-    # Without a configured server each process starts a temporary one; on a busy 2-core
-    # machine that takes longer than Prefect's default 20 s wait.
-    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120)
-    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
-        run_cli(pipeline_flow, PipelineParams)
+    run_cli(pipeline_flow, PipelineParams, own_task_runner=False)
 
 
 if __name__ == "__main__":
