@@ -85,7 +85,8 @@ def iter_audio(
     try:
         with sf.SoundFile(str(path)) as handle:
             for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                mono = block.mean(axis=1, dtype=np.float32)
+                # One channel is already mono: a view, not a mean over one column.
+                mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
                 if not np.isfinite(mono).all():
                     bad = decoded + int(np.argmin(np.isfinite(mono)))
                     raise RejectedInput(path, f"non-finite sample (NaN or inf) at frame {bad}")

@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import sys
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,14 +108,22 @@ def write_pairs_table(target: str | os.PathLike[str], table: pa.Table) -> Path:
 
     Dictionary encoding and column statistics over float audio cost most of the write time
     (measured 4x) and buy nothing: no value repeats and nobody filters on a sample value.
+    The float lists are stored BYTE_STREAM_SPLIT (the four bytes of every float in four
+    streams) before zstd level 1: the same write time as plain floats, 10 % smaller files
+    (bench corpus: 77 -> 70 MB). The column types stay list<float32>; readers see no change.
     """
     with atomic_path(target) as tmp:
         pq.write_table(
             table,
             tmp,
             compression=PARQUET_COMPRESSION,
+            compression_level=1,
             use_dictionary=["file_id", "split", "filter"],
             write_statistics=["file_id", "split", "offset", "filter"],
+            column_encoding={
+                "hr.list.element": "BYTE_STREAM_SPLIT",
+                "lr.list.element": "BYTE_STREAM_SPLIT",
+            },
         )
     return Path(target)
 
@@ -168,20 +176,30 @@ def patch_offsets(n_samples: int, patch: int, stride: int) -> np.ndarray:
 
 
 def _list_column(rows: np.ndarray) -> pa.ListArray:
-    """(n, width) float32 -> list<float32> without a Python loop."""
+    """(n, width) float32 -> list<float32> without a Python loop; a C-contiguous `rows` is
+    wrapped, not copied."""
     n, width = rows.shape
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width, type=pa.int32())
-    return pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1), type=pa.float32()))
+    values = np.ascontiguousarray(rows, dtype=np.float32).reshape(-1)
+    return pa.ListArray.from_arrays(offsets, pa.array(values, type=pa.float32()))
 
 
 def loud_offsets(hr: np.ndarray, spec: PairSpec) -> tuple[np.ndarray, int]:
     """Offsets of the patches whose RMS reaches `spec.silence_rms`, and how many did not.
 
-    Patch energies come from one running sum of squares, so no patch is copied to be measured.
+    Patch energies are sums of the energies of blocks of gcd(patch, stride) samples (every
+    patch is a whole number of them), summed in float64, so no patch is copied to be measured
+    and no running sum over the whole file loses precision.
     """
     offsets = patch_offsets(len(hr), spec.patch, spec.stride)
-    energy = np.concatenate([[0.0], np.cumsum(np.square(hr, dtype=np.float64))])
-    rms = np.sqrt(np.maximum(energy[offsets + spec.patch] - energy[offsets], 0.0) / spec.patch)
+    block = math.gcd(spec.patch, spec.stride)
+    n_blocks = len(hr) // block
+    blocks = np.asarray(hr[: n_blocks * block], dtype=np.float32).reshape(n_blocks, block)
+    energy = np.zeros(n_blocks + 1, dtype=np.float64)
+    np.cumsum(np.square(blocks, dtype=np.float64).sum(axis=1), out=energy[1:])
+    first = offsets // block
+    patch_energy = energy[first + spec.patch // block] - energy[first]
+    rms = np.sqrt(np.maximum(patch_energy, 0.0) / spec.patch)
     loud = offsets[rms >= spec.silence_rms]
     return loud, int(len(offsets) - len(loud))
 
@@ -334,24 +352,119 @@ def pairs_entry(
     return out
 
 
-def _shard_batches(
+Segment = tuple[int, int, int]  # (record index, first patch, end patch) of one shard
+
+
+def _plan_shards(records: Sequence[dict[str, Any]], rows_per_file: int) -> list[list[Segment]]:
+    """Which patches of which records go in which shard: exactly `rows_per_file` rows each
+    (the last fewer), records in the given order. Decided from the patch counts alone."""
+    shards: list[list[Segment]] = []
+    current: list[Segment] = []
+    filled = 0
+    for index, record in enumerate(records):
+        start, n_patches = 0, int(record["n_patches"])
+        while start < n_patches:
+            stop = min(n_patches, start + rows_per_file - filled)
+            current.append((index, start, stop))
+            filled += stop - start
+            start = stop
+            if filled == rows_per_file:
+                shards.append(current)
+                current, filled = [], 0
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _shard_table(
+    segments: Sequence[Segment],
     records: Sequence[dict[str, Any]],
     data_dir: Path,
     split: str,
     spec: PairSpec,
-    rows_per_file: int,
-) -> Iterator[pa.RecordBatch]:
-    """The pairs of `records` (in order) as batches, each with its split column."""
-    for record in records:
-        hr, _ = sf.read(str(data_dir / record["hr_path"]), dtype="float32")
+) -> pa.Table:
+    """One shard's rows, cut from the hr WAVs (only the frames its patches cover are read)
+    and the cached lr signals, each patch copied once, into the arrays the lists wrap."""
+    n = sum(stop - start for _, start, stop in segments)
+    lr_patch = spec.patch // spec.ratio
+    hr_rows = np.empty((n, spec.patch), dtype=np.float32)
+    lr_rows = np.empty((n, lr_patch), dtype=np.float32)
+    offset_column = np.empty(n, dtype=np.int64)
+    file_ids: list[str] = []
+    filters: list[str] = []
+    row = 0
+    for index, start, stop in segments:
+        record = records[index]
         with np.load(data_dir / record["lr_path"]) as cached:
-            lr, offsets = cached["lr"], cached["offsets"]
-        # A chunk at a time: a long file never has all its (overlapping) patches in memory.
-        for start in range(0, len(offsets), rows_per_file):
-            chunk = offsets[start : start + rows_per_file]
-            table = pair_table(record["file_id"], record["filter"], hr, lr, chunk, spec)
-            split_column = pa.array([split] * table.num_rows, pa.string())
-            yield from table.add_column(1, "split", split_column).to_batches()
+            lr, offsets = cached["lr"], cached["offsets"][start:stop]
+        first, end = int(offsets[0]), int(offsets[-1]) + spec.patch
+        hr, _ = sf.read(str(data_dir / record["hr_path"]), start=first, stop=end, dtype="float32")
+        for k, offset in enumerate(offsets.tolist(), start=row):
+            hr_rows[k] = hr[offset - first : offset - first + spec.patch]
+            lr_rows[k] = lr[offset // spec.ratio : offset // spec.ratio + lr_patch]
+        offset_column[row : row + len(offsets)] = offsets
+        file_ids += [record["file_id"]] * len(offsets)
+        filters += [record["filter"]] * len(offsets)
+        row += len(offsets)
+    return pa.Table.from_arrays(
+        [
+            pa.array(file_ids, type=pa.string()),
+            pa.array([split] * n, type=pa.string()),
+            pa.array(offset_column, type=pa.int64()),
+            pa.array(filters, type=pa.string()),
+            _list_column(hr_rows),
+            _list_column(lr_rows),
+        ],
+        schema=pairs_schema(spec),
+    )
+
+
+def _write_shard(
+    target: Path,
+    segments: Sequence[Segment],
+    records: Sequence[dict[str, Any]],
+    data_dir: Path,
+    split: str,
+    spec: PairSpec,
+) -> Path:
+    return write_pairs_table(target, _shard_table(segments, records, data_dir, split, spec))
+
+
+def _remove_stale_shards(out_dir: Path, split: str, written: Sequence[Path]) -> None:
+    """Shards of `split` left from an earlier, larger run."""
+    keep = set(written)
+    for stale in out_dir.glob(f"{split}-*.parquet"):
+        if stale not in keep:
+            stale.unlink()
+
+
+def _submit_split(
+    pool: ThreadPoolExecutor,
+    records: Sequence[dict[str, Any]],
+    split: str,
+    data_dir: Path,
+    spec: PairSpec,
+    rows_per_file: int,
+) -> list[Future[Path]]:
+    ordered = sorted(records, key=lambda record: record["file_id"])
+    out_dir = data_dir / "audio" / "pairs"
+    return [
+        pool.submit(
+            _write_shard,
+            out_dir / f"{split}-{number:05d}.parquet",
+            segments,
+            ordered,
+            data_dir,
+            split,
+            spec,
+        )
+        for number, segments in enumerate(_plan_shards(ordered, rows_per_file))
+    ]
+
+
+def default_writers() -> int:
+    """Shard writers: one per core (each holds one shard, ~10 MB at patch 8192, in memory)."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def write_pair_shards(
@@ -360,49 +473,21 @@ def write_pair_shards(
     data_dir: str | os.PathLike[str],
     spec: PairSpec,
     rows_per_file: int = ROWS_PER_FILE,
-    writers: int = 2,
+    writers: int | None = None,
 ) -> list[Path]:
     """Cut the pairs of one split (hr WAV + cached lr) into `pairs/<split>-NNNNN.parquet` shards.
 
     Shards hold exactly `rows_per_file` rows (the last fewer), files in `file_id` order, so
-    the bytes depend on the data alone, never on batching or threads. Shard contents are
-    decided in order; encoding and compressing them (most of the time) runs on `writers`
-    threads, with at most `writers` shards waiting, so memory stays bounded. Shards of this
-    split left from an earlier, larger run are removed.
+    the bytes depend on the data alone, never on threads. Which rows go in which shard is
+    planned first from the patch counts; each shard is then cut, encoded and written whole by
+    one of `writers` threads, so memory holds at most `writers` shards. Shards of this split
+    left from an earlier, larger run are removed.
     """
     data_dir = Path(data_dir)
-    out_dir = data_dir / "audio" / "pairs"
-    schema = pairs_schema(spec)
-    ordered = sorted(records, key=lambda record: record["file_id"])
-    written: list[Path] = []
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    in_flight: deque[Future[Path]] = deque()
-
-    with ThreadPoolExecutor(max(1, writers)) as pool:
-
-        def flush(rows: int) -> None:
-            nonlocal pending, pending_rows
-            table = pa.Table.from_batches(pending, schema=schema.remove_metadata())
-            head, tail = table.slice(0, rows), table.slice(rows)
-            target = out_dir / f"{split}-{len(written) + len(in_flight):05d}.parquet"
-            shard = head.cast(schema).combine_chunks()
-            in_flight.append(pool.submit(write_pairs_table, target, shard))
-            while len(in_flight) > max(1, writers):
-                written.append(in_flight.popleft().result())
-            pending, pending_rows = tail.to_batches(), tail.num_rows
-
-        for batch in _shard_batches(ordered, data_dir, split, spec, rows_per_file):
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            while pending_rows >= rows_per_file:
-                flush(rows_per_file)
-        if pending_rows:
-            flush(pending_rows)
-        written.extend(future.result() for future in in_flight)
-    for stale in out_dir.glob(f"{split}-*.parquet"):
-        if stale not in written:
-            stale.unlink()
+    with ThreadPoolExecutor(writers or default_writers()) as pool:
+        futures = _submit_split(pool, records, split, data_dir, spec, rows_per_file)
+        written = [future.result() for future in futures]
+    _remove_stale_shards(data_dir / "audio" / "pairs", split, written)
     return written
 
 
@@ -448,10 +533,18 @@ def write_audio_dataset(
         "n_silent": sum(r["n_silent"] for r in ok),
         "hr_seconds": sum(r["n_samples"] for r in ok) / spec.hr_rate,
     }
+    # Shards of every split on one pool: the small valid and test splits do not leave a
+    # core idle while the next split waits.
+    members = {split: [r for r in ok if splits[r["file_id"]] == split] for split in SPLITS}
+    with ThreadPoolExecutor(default_writers()) as pool:
+        futures = {
+            split: _submit_split(pool, members[split], split, data_dir, spec, rows_per_file)
+            for split in SPLITS
+        }
+        written = {split: [future.result() for future in futures[split]] for split in SPLITS}
     for split in SPLITS:
-        members = [r for r in ok if splits[r["file_id"]] == split]
-        shards = write_pair_shards(members, split, data_dir, spec, rows_per_file)
-        summary[f"files_{split}"] = len(members)
-        summary[f"pairs_{split}"] = sum(r["n_patches"] for r in members)
-        summary[f"shards_{split}"] = len(shards)
+        _remove_stale_shards(audio_dir / "pairs", split, written[split])
+        summary[f"files_{split}"] = len(members[split])
+        summary[f"pairs_{split}"] = sum(r["n_patches"] for r in members[split])
+        summary[f"shards_{split}"] = len(written[split])
     return summary

@@ -6,8 +6,10 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import soundfile as sf
 from audio_files import chirp, write_bad_files, write_good_files
 
 from datasets.pairs import (
@@ -15,10 +17,12 @@ from datasets.pairs import (
     degrade,
     file_filter,
     load_entry,
+    loud_offsets,
     make_pairs,
     pairs_entry,
     patch_offsets,
     write_audio_dataset,
+    write_pair_shards,
 )
 from datasets.signals import FILTERS, decimate, quantize_uniform
 from datasets.splits import split_pieces
@@ -64,6 +68,20 @@ def test_silent_patches_are_dropped_and_counted() -> None:
     assert not {1024, 1536, 2048, 2560} & set(table.column("offset").to_pylist())
 
 
+@pytest.mark.parametrize(("patch", "stride"), [(512, 512), (1024, 256), (768, 512)])
+def test_loud_offsets_match_the_rms_of_every_patch(patch: int, stride: int) -> None:
+    spec = PairSpec(ratio=4, patch=patch, stride=stride, silence_rms=0.05)
+    hr = chirp(0.3, 16000)[:, 0]
+    hr[1000:3000] *= 1e-3
+    offsets = patch_offsets(len(hr), patch, stride)
+    rms = np.array(
+        [np.sqrt(np.mean(np.square(hr[o : o + patch], dtype=np.float64))) for o in offsets]
+    )
+    loud, n_silent = loud_offsets(hr, spec)
+    np.testing.assert_array_equal(loud, offsets[rms >= 0.05])
+    assert n_silent == int((rms < 0.05).sum()) > 0
+
+
 def test_random_filter_is_per_file_deterministic_and_recorded() -> None:
     spec = PairSpec(filter="random", patch=512, stride=512, seed=3)
     chosen = {file_filter(spec, f"file{i}") for i in range(40)}
@@ -91,7 +109,8 @@ def build(corpus: Path, data_dir: Path, spec: PairSpec, rows_per_file: int = 7) 
     splits = split_pieces([r["file_id"] for r in records if r["status"] == "ok"], 0, 0.2, 0.2)
     records = [pairs_entry(r, data_dir, spec) for r in records]
     summary = write_audio_dataset(records, splits, data_dir, spec, rows_per_file)
-    return summary | {"records": records}
+    by_split = {s: {f for f, v in splits.items() if v == s} for s in ("train", "valid", "test")}
+    return summary | {"records": records, "splits": by_split}
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +206,40 @@ def test_cached_hr_is_redone_when_another_rate_overwrote_it(tmp_path: Path) -> N
     load_entry(entry, tmp_path / "d", 8000)
     again = load_entry(entry, tmp_path / "d", 16000)
     assert not again["reused"] and again["n_samples"] == first["n_samples"]
+
+
+def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
+    corpus: Path, tmp_path: Path
+) -> None:
+    spec = PairSpec(ratio=4, patch=1024, stride=512, filter="random", seed=2)
+    summary = build(corpus, tmp_path, spec, rows_per_file=5)
+    ok = [r for r in summary["records"] if r["status"] == "ok"]
+    shards = sorted((tmp_path / "audio" / "pairs").glob("*.parquet"))
+    reference = {shard.name: shard.read_bytes() for shard in shards}
+    for writers in (1, 3):
+        for split in ("train", "valid", "test"):
+            members = [r for r in ok if r["file_id"] in summary["splits"][split]]
+            write_pair_shards(members, split, tmp_path, spec, rows_per_file=5, writers=writers)
+        assert {s.name: s.read_bytes() for s in shards} == reference
+    by_id = {r["file_id"]: r for r in ok}
+    rows = 0
+    for shard in shards:
+        table = pq.read_table(shard)
+        assert table.schema.field("hr").type == pa.list_(pa.field("element", pa.float32()))
+        assert table.schema.field("lr").type == table.schema.field("hr").type
+        assert table.schema.field("hr").type.value_type == pa.float32()
+        meta = pq.ParquetFile(shard).metadata.row_group(0)
+        assert "BYTE_STREAM_SPLIT" in meta.column(4).encodings
+        hr_rows, lr_rows = column(table, "hr"), column(table, "lr")
+        for k, (file_id, offset) in enumerate(
+            zip(
+                table.column("file_id").to_pylist(), table.column("offset").to_pylist(), strict=True
+            )
+        ):
+            record = by_id[file_id]
+            hr, _ = sf.read(str(tmp_path / record["hr_path"]), dtype="float32")
+            lr = degrade(hr, 4, record["filter"])
+            np.testing.assert_array_equal(hr_rows[k], hr[offset : offset + 1024])
+            np.testing.assert_array_equal(lr_rows[k], lr[offset // 4 : offset // 4 + 256])
+        rows += table.num_rows
+    assert rows == sum(r["n_patches"] for r in ok) > 5
