@@ -1,0 +1,145 @@
+"""The JSB chorales benchmark of the Music Transformer paper, on our model.
+
+    python -m models.jsb_benchmark --jsb ../shared/data/jsb/Jsb16thSeparated.json \
+        --out data/models/jsb/quick --profile quick
+
+How the comparison is made (Huang et al. 2018, Table 1):
+- data: Coconet's `Jsb16thSeparated.json`, its own train / valid / test split, untouched (no
+  transposition: the published models train on the split as given);
+- serialization: `datasets.jsb.serialize_chorale`, S A T B pitch tokens per 16th-note step
+  (a rest is its own token), bos before and eos after each chorale;
+- unit: mean negative log-likelihood in nats per token over every token after bos of every
+  valid chorale (eos included, 1 of ~1,100 tokens per chorale), each chorale scored on its own
+  with Transformer-XL memory across segments (`models.music_eval.evaluate`);
+- the figure reported beside the published ones is that valid NLL after the profile's fixed
+  number of steps (no checkpoint picked on valid); test NLL is reported too.
+The beat embedding sees the 16th step (`beats`) with 16 steps per bar (4/4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datasets.io import write_json_atomic, write_parquet_atomic
+from datasets.jsb import JSB_BAR_STEPS, JSB_VOCAB_SIZE, REST, load_jsb, serialize_chorale
+from datasets.symbolic import token_table
+from models.music_run import evaluate_run, profile_configs, train_with_baseline
+from models.music_train import train
+
+# NLL per token on the JSB valid split, Huang et al. 2018 (Music Transformer), Table 1.
+PUBLISHED = {
+    "music_transformer": 0.335,
+    "transformer_relative_attention": 0.357,
+    "vanilla_transformer": 0.417,
+    "coconet": 0.436,
+}
+
+
+def write_jsb_tokens(jsb_path: str | Path, tokens_dir: str | Path) -> dict[str, int]:
+    """Serialized chorales as tokens Parquet files (the symbolic data stage's schema; a note
+    there is one sounding voice at one 16th step here); returns rows per split."""
+    counts = {}
+    for split, chorales in load_jsb(jsb_path).items():
+        rows = []
+        for index, chorale in enumerate(chorales):
+            tokens, beats = serialize_chorale(chorale)
+            rows.append(
+                {
+                    "piece_id": f"{split}/{index:04d}",
+                    "split": split,
+                    "transpose": 0,
+                    "tokens": tokens.tolist(),
+                    "beats": beats.tolist(),
+                    "bar_steps": JSB_BAR_STEPS,
+                    "n_notes": int((chorale != REST).sum()),
+                    "n_moved": 0,
+                    "n_merged": 0,
+                    "n_dropped": 0,
+                }
+            )
+        write_parquet_atomic(Path(tokens_dir) / f"{split}.parquet", token_table(rows))
+        counts[split] = len(rows)
+    return counts
+
+
+def run_jsb_benchmark(
+    jsb_path: str | Path,
+    out_dir: str | Path,
+    profile: str,
+    seed: int,
+    progress: Callable[[float], None] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    steps: int | None = None,
+    vanilla: bool = True,
+) -> dict[str, Any]:
+    """Serialize, train (the model, and the vanilla baseline unless `vanilla` is False), score
+    with the n-gram baseline too; writes out_dir/jsb_benchmark.json. `steps` overrides the
+    profile's step count."""
+    out_dir = Path(out_dir)
+    tokens_dir = out_dir / "tokens"
+    pieces = write_jsb_tokens(jsb_path, tokens_dir)
+    model_cfg, train_cfg = profile_configs(profile, JSB_VOCAB_SIZE, seed, max_bar_steps=16)
+    if steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, steps=steps)
+    if vanilla:
+        training = train_with_baseline(
+            out_dir / "run", tokens_dir, model_cfg, train_cfg, progress, log
+        )
+    else:
+        splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
+        training = train(out_dir / "run", *splits, model_cfg, train_cfg, progress, log)
+    metrics = evaluate_run(out_dir / "run", tokens_dir)
+    result = {
+        "jsb_path": str(jsb_path),
+        "profile": profile,
+        "seed": seed,
+        "pieces": pieces,
+        "valid_nll": metrics["valid_nll"],
+        "test_nll": metrics["test_nll"],
+        "valid_accuracy": metrics["valid_accuracy"],
+        "baselines_valid_nll": {
+            name: scores["valid_nll"] for name, scores in metrics["baselines"].items()
+        },
+        "published_valid_nll": PUBLISHED,
+        "tokens_trained": training["tokens_trained"],
+        "steps": training["steps"],
+        "params": metrics["params"],
+    }
+    write_json_atomic(out_dir / "jsb_benchmark.json", result)
+    seconds = training["seconds"] + training.get("vanilla", {}).get("seconds", 0.0)
+    return {**result, "train_seconds": seconds, "run_dir": str(out_dir / "run")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jsb", required=True, help="Coconet-format Jsb16thSeparated.json")
+    parser.add_argument("--out", default="data/models/jsb", help="output directory")
+    parser.add_argument("--profile", default="quick", choices=["tiny", "quick", "medium", "full"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="override the profile's steps")
+    parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla baseline")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_jsb_benchmark(
+        args.jsb,
+        args.out,
+        args.profile,
+        args.seed,
+        log=print,
+        steps=args.steps,
+        vanilla=not args.no_vanilla,
+    )
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

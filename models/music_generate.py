@@ -1,0 +1,240 @@
+"""Continuing a prompt with the music Transformer: cached, grammar-constrained sampling.
+
+Each new token costs one `MusicTransformer.step` over the key/value cache, not a pass over the
+whole context. Before sampling, tokens the grammar forbids (`datasets.tokenizer.grammar_mask`)
+get probability zero, and a sequence cut off by `length` is closed with a duration and eos, so
+every output decodes to notes: every note has a duration and time only moves forward.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import torch
+
+from datasets.io import write_bytes_atomic
+from datasets.midi import read_midi, write_midi
+from datasets.tokenizer import Vocab, decode, encode, grammar_mask, quantize
+from models.music_transformer import MusicTransformer
+
+# Pachelbel's Canon in D, bars 1-4 as a built-in prompt: the ground bass (two bars, played
+# twice) under the first violin's opening half notes. (onset beat, duration beats, MIDI pitch)
+PACHELBEL_BASS = [50, 45, 47, 42, 43, 38, 43, 45]  # D A B F# G D G A, one per beat
+PACHELBEL_MELODY = [78, 76, 74, 73, 71, 69, 71, 73]  # F# E D C# B A B C#, one per two beats
+PACHELBEL_BAR_BEATS = 4
+
+
+def pachelbel_notes() -> pd.DataFrame:
+    bass = [(float(i), 1.0, p) for i, p in enumerate(PACHELBEL_BASS * 2)]
+    melody = [(2.0 * i, 2.0, p) for i, p in enumerate(PACHELBEL_MELODY)]
+    onset, duration, pitch = zip(*(bass + melody), strict=True)
+    return pd.DataFrame({"onset": onset, "duration": duration, "pitch": pitch})
+
+
+@dataclass(frozen=True)
+class Prompt:
+    tokens: np.ndarray  # bos, then whole notes groups; no eos
+    beats: np.ndarray
+    bar_steps: int
+    name: str
+
+
+def bar_steps_of(ts_num: int, ts_den: int, vocab: Vocab) -> int:
+    """Grid steps per bar: a beat is a quarter note, so a bar is ts_num * 4 / ts_den beats."""
+    return max(1, round(ts_num * 4 / ts_den * vocab.steps_per_beat))
+
+
+def prompt_from_notes(
+    notes: pd.DataFrame, vocab: Vocab, bars: int, bar_steps: int, name: str
+) -> Prompt:
+    """The first `bars` bars of a note table (onset/duration in beats) as prompt tokens."""
+    q = quantize(notes["onset"], notes["duration"], notes["pitch"], vocab.steps_per_beat)
+    tokens, beats = encode(q.onset, q.duration, q.pitch, vocab)
+    return cut_prompt(tokens, beats, bars * bar_steps, bar_steps, name)
+
+
+def cut_prompt(
+    tokens: np.ndarray, beats: np.ndarray, limit: int, bar_steps: int, name: str
+) -> Prompt:
+    """Keep the tokens standing before grid step `limit` (whole note groups), drop any eos."""
+    tokens, beats = np.asarray(tokens, dtype=np.int64), np.asarray(beats, dtype=np.int64)
+    keep = (beats < limit) & (tokens != Vocab.eos)
+    keep[0] = True  # bos
+    if not keep[1:].any():
+        raise ValueError(f"prompt {name}: no notes in its first {limit} grid steps")
+    return Prompt(tokens[keep], beats[keep], bar_steps, name)
+
+
+def load_prompt(prompt: str, vocab: Vocab, bars: int, tokens_dir: str | Path | None) -> Prompt:
+    """`prompt` is "pachelbel", a MIDI file path, or a piece id in the tokens dataset."""
+    if prompt == "pachelbel":
+        bar = PACHELBEL_BAR_BEATS * vocab.steps_per_beat
+        return prompt_from_notes(pachelbel_notes(), vocab, bars, bar, "pachelbel")
+    path = Path(prompt)
+    if path.suffix.lower() in (".mid", ".midi"):
+        notes = read_midi(path)
+        bar = bar_steps_of(int(notes["ts_num"].iloc[0]), int(notes["ts_den"].iloc[0]), vocab)
+        return prompt_from_notes(notes, vocab, bars, bar, path.stem)
+    if tokens_dir is None:
+        raise ValueError(f"prompt {prompt!r} is not a MIDI file and no tokens dataset was given")
+    table = (
+        ds.dataset(str(tokens_dir), format="parquet")
+        .filter((ds.field("piece_id") == prompt) & (ds.field("transpose") == 0))
+        .to_table(columns=["tokens", "beats", "bar_steps"])
+    )
+    if table.num_rows == 0:
+        raise ValueError(f"prompt {prompt!r}: no such piece id (transpose 0) in {tokens_dir}")
+    row = table.slice(0, 1).to_pylist()[0]
+    bar = int(row["bar_steps"])
+    return cut_prompt(np.array(row["tokens"]), np.array(row["beats"]), bars * bar, bar, prompt)
+
+
+def filter_logits(
+    logits: torch.Tensor, allowed: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> torch.Tensor:
+    """Probabilities over the allowed tokens after temperature, top-k and top-p (nucleus)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = logits.float().masked_fill(~allowed, float("-inf")) / temperature
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, int(allowed.sum()))).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest set whose mass reaches top_p (the first token always stays).
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        sorted_probs[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        probs = probs / probs.sum()
+    return probs
+
+
+class GrammarState:
+    """Where a growing sequence stands: previous token, the group's last pitch, the time."""
+
+    def __init__(self, vocab: Vocab) -> None:
+        self.vocab = vocab
+        self.previous = vocab.bos
+        self.time = 0
+        self.last_pitch: int | None = None
+
+    def allowed(self) -> np.ndarray:
+        return grammar_mask(self.vocab, self.previous, self.last_pitch)
+
+    def advance(self, token: int) -> int:
+        """Take `token`; returns its beat (the time cursor after reading it)."""
+        kind = self.vocab.kind_of(token)
+        if kind == "shift":
+            self.time += token - self.vocab.shift_offset + 1
+            self.last_pitch = None
+        elif kind == "pitch":
+            self.last_pitch = token - self.vocab.pitch_offset
+        self.previous = token
+        return self.time
+
+
+@torch.no_grad()
+def continue_prompt(
+    model: MusicTransformer,
+    vocab: Vocab,
+    prompt: Prompt,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt + `length` sampled tokens (one more if the last is a pitch, for its duration)
+    + eos, as (tokens, beats); always decodable. eos is held back until `length` tokens."""
+    model.eval()
+    device = next(model.parameters()).device
+    state = GrammarState(vocab)
+    for token in prompt.tokens[1:]:
+        state.advance(int(token))
+    tokens, beats = list(map(int, prompt.tokens)), list(map(int, prompt.beats))
+    cache = model.new_cache()
+
+    def feed(new_tokens: list[int], new_beats: list[int]) -> torch.Tensor:
+        t = torch.tensor([new_tokens], device=device)
+        b = torch.tensor([new_beats], device=device)
+        return model.step(t, b, torch.full_like(t, prompt.bar_steps), cache)[0, -1]
+
+    logits = feed(tokens, beats)
+    for produced in range(length + 1):
+        allowed = state.allowed()
+        if produced < length:
+            allowed[vocab.eos] = False  # the user asked for `length` tokens: no early end
+        elif vocab.kind_of(state.previous) != "pitch":
+            break
+        # (at `length`, a cut-off pitch still gets its duration below)
+        allowed = torch.from_numpy(allowed).to(device)
+        probs = filter_logits(logits, allowed, temperature, top_k, top_p)
+        token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        beat = state.advance(token)
+        tokens.append(token)
+        beats.append(beat)
+        if produced == length:
+            break
+        logits = feed([token], [beat])
+    if tokens[-1] != vocab.eos:
+        tokens.append(vocab.eos)
+        beats.append(state.time)
+    return np.array(tokens, dtype=np.int32), np.array(beats, dtype=np.int32)
+
+
+def tokens_to_notes(tokens: np.ndarray, vocab: Vocab) -> pd.DataFrame:
+    onset, duration, pitch = decode(tokens, vocab)
+    return pd.DataFrame(
+        {
+            "onset": onset / vocab.steps_per_beat,
+            "duration": duration / vocab.steps_per_beat,
+            "pitch": pitch,
+        }
+    )
+
+
+def write_piano_roll(notes: pd.DataFrame, path: str | Path, n_prompt: int, title: str) -> Path:
+    """A piano-roll PNG: the first `n_prompt` notes (the prompt) grey, the rest blue."""
+    # Imported here: only this report needs matplotlib, and it is slow to import.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 4), dpi=100)
+    for index, row in enumerate(notes.itertuples()):
+        color = "0.55" if index < n_prompt else "tab:blue"
+        ax.broken_barh([(row.onset, row.duration)], (row.pitch - 0.4, 0.8), color=color)
+    ax.set_xlabel("beats")
+    ax.set_ylabel("MIDI pitch")
+    ax.set_title(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_outputs(
+    tokens: np.ndarray, vocab: Vocab, prompt: Prompt, out_stem: str | Path, tempo_bpm: float
+) -> dict[str, Any]:
+    """The continuation as `<stem>.mid` and a piano roll `<stem>.png`; returns paths, counts."""
+    notes = tokens_to_notes(tokens, vocab)
+    # Decoding sorts by (onset, pitch) and generated notes never come before the prompt's
+    # (time only moves forward, a group's added pitches go up), so the prompt's notes lead.
+    n_prompt = len(tokens_to_notes(prompt.tokens, vocab))
+    midi = write_midi(notes, f"{out_stem}.mid", tempo_bpm=tempo_bpm)
+    png = write_piano_roll(notes, f"{out_stem}.png", n_prompt, Path(out_stem).name)
+    return {
+        "midi": str(midi),
+        "png": str(png),
+        "notes": len(notes),
+        "prompt_notes": n_prompt,
+        "tokens": len(tokens),
+    }

@@ -1,0 +1,159 @@
+"""A music run end to end: the profiles, the model and its baselines trained on the same token
+budget, and all three scored on the same valid and test pieces (metrics.json).
+
+Baselines: the vanilla Transformer (`MusicConfig.vanilla`: same size, learned absolute
+positions, no memory, no beat embedding) trained by the same loop on the same stream, steps,
+batch and segment length; and an interpolated absolute-discounting n-gram model (models.ngram)
+fitted on the pieces that stream met first, up to the same number of tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datasets.io import write_json_atomic
+from datasets.tokenizer import Vocab
+from models.checkpoint import CONFIG_FILE, STATE_JSON_FILE
+from models.music_data import first_pieces, read_pieces
+from models.music_eval import evaluate
+from models.music_train import TRAIN_CONFIG_FILE, TrainConfig, train
+from models.music_transformer import MusicConfig, MusicTransformer
+from models.ngram import NGram
+
+METRICS_JSON = "metrics.json"
+
+VANILLA_DIR = "baselines/vanilla_transformer"
+
+
+def profile_configs(
+    profile: str, vocab_size: int, seed: int, **model_overrides: Any
+) -> tuple[MusicConfig, TrainConfig]:
+    """The model and training presets of a profile ("tiny" for tests, "quick", "full")."""
+    return (
+        MusicConfig.preset(profile, vocab_size, **model_overrides),
+        TrainConfig.preset(profile, seed=seed),
+    )
+
+
+def train_with_baseline(
+    run_dir: str | Path,
+    tokens_dir: str | Path,
+    model_cfg: MusicConfig,
+    train_cfg: TrainConfig,
+    progress: Callable[[float], None] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Train the model in `run_dir`, then the vanilla baseline in `run_dir/baselines/...` on the
+    same data stream, segment length, steps and batch: the same token budget."""
+    tokens_dir = Path(tokens_dir)
+    splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
+
+    def part(offset: float) -> Callable[[float], None] | None:
+        return None if progress is None else (lambda f: progress(offset + f / 2))
+
+    main = train(run_dir, *splits, model_cfg, train_cfg, part(0.0), log)
+    vanilla = train(
+        Path(run_dir) / VANILLA_DIR, *splits, model_cfg.vanilla(), train_cfg, part(0.5), log
+    )
+    return {**main, "vanilla": vanilla}
+
+
+def evaluate_run(
+    run_dir: str | Path, tokens_dir: str | Path, max_pieces: int | None = None
+) -> dict[str, Any]:
+    """Valid and test metrics of a run's model and of both baselines; written to metrics.json.
+
+    The n-gram model is fitted on the pieces the run's training stream met first, up to the same
+    token budget the Transformers trained on (each piece once at most).
+    """
+    run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
+    train_cfg = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
+    model = MusicTransformer.load(run_dir)
+    budget = train_cfg["steps"] * train_cfg["batch_size"] * model.cfg.seg_len
+    # The n-gram gets the planned budget, which equals the Transformers' when they finished.
+    stream = torch.Generator().manual_seed(train_cfg["seed"] + 1)
+    ngram = NGram(model.cfg.vocab_size).fit(
+        p.tokens
+        for p in first_pieces(
+            tokens_dir / "train.parquet", stream, train_cfg["shuffle_buffer"], budget
+        )
+    )
+    scorers = {
+        "model": lambda path: evaluate(model, path, max_pieces),
+        "ngram": lambda path: ngram.score(islice(read_pieces(path), max_pieces)),
+    }
+    if (run_dir / VANILLA_DIR / CONFIG_FILE).exists():  # a run may skip it (JSB --no-vanilla)
+        vanilla = MusicTransformer.load(run_dir / VANILLA_DIR)
+        scorers["vanilla_transformer"] = lambda path: evaluate(vanilla, path, max_pieces)
+    results: dict[str, dict[str, Any]] = {}
+    for name, scorer in scorers.items():
+        results[name] = {}
+        if name != "ngram":  # a run stopped early is scored as it stands, and says so
+            directory = run_dir if name == "model" else run_dir / VANILLA_DIR
+            results[name]["steps_trained"] = trained_steps(directory)
+        for split in ("valid", "test"):
+            scores = scorer(tokens_dir / f"{split}.parquet")
+            results[name].update(flatten(split, scores))
+    metrics = {
+        **results.pop("model"),
+        "baselines": results,
+        "token_budget": budget,
+        "ngram_tokens_trained": ngram.tokens_trained,
+        "ngram_order": ngram.order,
+        "params": model.num_params(),
+        "max_pieces": max_pieces,
+    }
+    write_json_atomic(run_dir / METRICS_JSON, metrics)
+    return metrics
+
+
+def trained_steps(run_dir: Path) -> int:
+    """The step of the checkpoint in `run_dir` (models.checkpoint's train state)."""
+    return int(json.loads((run_dir / STATE_JSON_FILE).read_text())["extra"]["step"])
+
+
+def flatten(split: str, scores: dict[str, Any]) -> dict[str, Any]:
+    """{"nll": ..} -> {"test_nll": ..}; per-transposition scores under "test_by_transpose"."""
+    return {f"{split}_{key}": value for key, value in scores.items()}
+
+
+def main() -> None:
+    """Train and evaluate one run from the command line (no Prefect), e.g. a long CPU run."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data-dir", default="data", help="holds symbolic/tokens, vocab.json")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--profile", default="quick", choices=sorted(TrainConfig.PRESETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train", nargs="*", default=[], metavar="KEY=VALUE", help="TrainConfig overrides"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    symbolic = Path(args.data_dir) / "symbolic"
+    vocab = Vocab.from_json((symbolic / "vocab.json").read_text())
+    model_cfg, train_cfg = profile_configs(args.profile, vocab.size, args.seed)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.train)}
+    train_cfg = dataclasses.replace(train_cfg, **overrides)
+    result = train_with_baseline(args.run_dir, symbolic / "tokens", model_cfg, train_cfg, log=print)
+    metrics = evaluate_run(args.run_dir, symbolic / "tokens")
+    summary = {k: v for k, v in metrics.items() if "by_transpose" not in k and k != "baselines"}
+    summary["baselines"] = {
+        name: {k: v for k, v in scores.items() if "by_transpose" not in k}
+        for name, scores in metrics["baselines"].items()
+    }
+    summary["train_seconds"] = result["seconds"] + result["vanilla"]["seconds"]
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

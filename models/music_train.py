@@ -1,0 +1,296 @@
+"""Training the music Transformer: segments streamed from Parquet (models.music_data), AdamW
+with warm-up and cosine decay, gradient clipping, resumable runs.
+
+A run directory holds the checkpoint (model.safetensors, config.json, train_state.*,
+memory.safetensors), train_config.json and metrics.parquet; a killed run started again on the
+same directory replays the data stream to its last checkpoint and goes on from there, giving the
+same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from datasets.io import atomic_path, write_json_atomic, write_parquet_atomic
+from models.checkpoint import (
+    load_config,
+    load_train_state,
+    load_weights,
+    save_model,
+    save_train_state,
+)
+from models.music_data import IGNORE, lane_segments, shuffled_pieces, targets_of
+from models.music_eval import evaluate
+from models.music_transformer import MusicConfig, MusicTransformer, pick_device
+
+MEMORY_FILE = "memory.safetensors"
+TRAIN_CONFIG_FILE = "train_config.json"
+METRICS_PARQUET = "metrics.parquet"
+
+METRICS_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),  # "step" | "epoch"
+        ("step", pa.int64()),
+        ("epoch", pa.int64()),
+        ("tokens_seen", pa.int64()),
+        ("lr", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("valid_nll", pa.float64()),  # null where not measured
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 30
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    valid_every: int = 100
+    valid_pieces: int = 32  # valid pieces scored during training (the full split at the end)
+    shuffle_buffer: int = 256
+    seed: int = 0
+    bf16: bool = False  # autocast on CPU; on CUDA bf16 autocast is always used
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": dict(steps=60, batch_size=4, lr=3e-3, warmup=5, log_every=5, checkpoint_every=20),
+        "quick": dict(steps=300, batch_size=8, lr=2e-3, warmup=30, checkpoint_every=100),
+        "medium": dict(
+            steps=2000,
+            batch_size=16,
+            lr=1e-3,
+            warmup=100,
+            log_every=50,
+            checkpoint_every=250,
+            valid_every=500,
+            shuffle_buffer=1024,
+            bf16=True,
+        ),
+        "full": dict(
+            steps=20000,
+            batch_size=16,
+            lr=5e-4,
+            warmup=500,
+            log_every=50,
+            checkpoint_every=500,
+            valid_every=1000,
+            valid_pieces=64,
+            shuffle_buffer=2048,
+        ),
+    }
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
+        if name not in cls.PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; choose from {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio * lr` at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: MusicTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on tensors of two or more dimensions only (not on biases and
+    norms), as in nanoGPT."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def autocast(device: torch.device, bf16: bool):
+    enabled = device.type == "cuda" or bf16
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _save_memory(run_dir: Path, mems: list[torch.Tensor]) -> None:
+    tensors = {f"layer{i}": m.to("cpu").contiguous() for i, m in enumerate(mems)}
+    with atomic_path(run_dir / MEMORY_FILE) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def _load_memory(run_dir: Path, device: torch.device) -> list[torch.Tensor]:
+    path = run_dir / MEMORY_FILE
+    if not path.exists():
+        return []
+    tensors = load_file(str(path), device=str(device))
+    return [tensors[f"layer{i}"] for i in range(len(tensors))]
+
+
+def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    write_parquet_atomic(run_dir / METRICS_PARQUET, pa.Table.from_pylist(rows, METRICS_SCHEMA))
+
+
+def _read_metrics(run_dir: Path, up_to_step: int) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_PARQUET
+    if not path.exists():
+        return []
+    return [row for row in pq.read_table(path).to_pylist() if row["step"] <= up_to_step]
+
+
+def train(
+    run_dir: str | Path,
+    train_path: str | Path,
+    valid_path: str | Path,
+    model_cfg: MusicConfig,
+    train_cfg: TrainConfig,
+    progress: Callable[[float], None] | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    stop_at: int | None = None,
+) -> dict[str, Any]:
+    """Train (or resume) a run in `run_dir`; returns a small record of what happened.
+
+    `stop_at` ends the call after that step with a checkpoint, as a kill after a checkpoint
+    would; calling again resumes. Memory stays bounded by the shuffle buffer and the model.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    init_generator = torch.Generator().manual_seed(train_cfg.seed)
+    model = MusicTransformer(model_cfg, generator=init_generator).to(device)
+    optimizer = make_optimizer(model, train_cfg)
+
+    state = load_train_state(run_dir, optimizer)
+    start = 0 if state is None else int(state["step"])
+    mems: list[torch.Tensor] = []
+    if state is not None:
+        saved = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
+        if load_config(run_dir, MusicConfig) != model_cfg or saved != dataclasses.asdict(train_cfg):
+            raise ValueError(
+                f"{run_dir} holds a run with other settings; resume it unchanged or use a new run"
+            )
+        load_weights(run_dir, model)
+        mems = _load_memory(run_dir, device)
+        log(f"resuming {run_dir} at step {start}")
+    rows = _read_metrics(run_dir, start)
+    write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_cfg))
+
+    data_generator = torch.Generator().manual_seed(train_cfg.seed + 1)
+    pieces = shuffled_pieces(train_path, data_generator, train_cfg.shuffle_buffer)
+    segments = lane_segments(pieces, train_cfg.batch_size, model_cfg.seg_len)
+    for _ in range(start):  # replay the stream to where the checkpoint left it
+        next(segments)
+
+    end = train_cfg.steps if stop_at is None else min(stop_at, train_cfg.steps)
+    tokens_per_step = train_cfg.batch_size * model_cfg.seg_len
+    # Running loss sums go into the checkpoint, so a resumed run logs the same numbers.
+    sums = state["sums"] if state else {"window": [0.0, 0], "epoch": [0.0, 0]}
+    epoch = int(state["epoch"]) if state else 0
+    started = time.perf_counter()
+    model.train()
+    for step in range(start, end):
+        segment = next(segments)
+        if segment.epoch != epoch:
+            rows.append(_epoch_row(step, epoch, tokens_per_step, sums["epoch"]))
+            sums["epoch"] = [0.0, 0]
+            epoch = segment.epoch
+        lr = learning_rate(step, train_cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        tokens = segment.tokens.to(device)
+        with autocast(device, train_cfg.bf16):
+            beats, bar_steps = segment.beats.to(device), segment.bar_steps.to(device)
+            logits, mems = model(tokens[:, :-1], beats[:, :-1], bar_steps[:, :-1], mems)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), targets_of(tokens).flatten(), ignore_index=IGNORE
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        optimizer.step()
+        for key in sums:
+            sums[key] = [sums[key][0] + loss.item(), sums[key][1] + 1]
+
+        done = step + 1
+        last = done == train_cfg.steps
+        # Rows depend on the step only (not on where a call stopped), so a resumed run writes
+        # the same metrics as an uninterrupted one.
+        if done % train_cfg.log_every == 0 or last:
+            valid_nll = None
+            if done % train_cfg.valid_every == 0 or last:
+                valid_nll = evaluate(model, valid_path, max_pieces=train_cfg.valid_pieces)["nll"]
+            rows.append(
+                {
+                    "kind": "step",
+                    "step": done,
+                    "epoch": epoch,
+                    "tokens_seen": done * tokens_per_step,
+                    "lr": lr,
+                    "train_loss": sums["window"][0] / sums["window"][1],
+                    "valid_nll": valid_nll,
+                }
+            )
+            log(f"step {done}/{train_cfg.steps} loss {rows[-1]['train_loss']:.4f}")
+            sums["window"] = [0.0, 0]
+        if done % train_cfg.checkpoint_every == 0 or done == end:
+            extra = {"step": done, "epoch": epoch, "sums": sums}
+            _checkpoint(run_dir, model, optimizer, mems, rows, extra)
+        if progress is not None:
+            progress(done / train_cfg.steps)
+
+    seconds = time.perf_counter() - started
+    finished = end == train_cfg.steps
+    if finished and start < end:
+        rows.append(_epoch_row(end, epoch, tokens_per_step, sums["epoch"]))
+        _write_metrics(run_dir, rows)
+    return {
+        "run_dir": str(run_dir),
+        "steps": end,
+        "finished": finished,
+        "resumed_from": start,
+        "tokens_trained": end * tokens_per_step,
+        "seconds": seconds,
+        "tokens_per_s": (end - start) * tokens_per_step / seconds if seconds > 0 else 0.0,
+        "params": model.num_params(),
+        "device": str(device),
+        "final_train_loss": next(
+            (r["train_loss"] for r in reversed(rows) if r["kind"] == "step"), None
+        ),
+    }
+
+
+def _epoch_row(step: int, epoch: int, tokens_per_step: int, loss_sum: list) -> dict:
+    return {
+        "kind": "epoch",
+        "step": step,
+        "epoch": epoch,
+        "tokens_seen": step * tokens_per_step,
+        "lr": None,
+        "train_loss": loss_sum[0] / loss_sum[1] if loss_sum[1] else None,
+        "valid_nll": None,
+    }
+
+
+def _checkpoint(run_dir, model, optimizer, mems, rows, extra) -> None:
+    # Weights and memory first, the train state last: its presence marks a complete checkpoint.
+    save_model(run_dir, model, model.cfg)
+    _save_memory(run_dir, mems)
+    _write_metrics(run_dir, rows)
+    save_train_state(run_dir, optimizer, extra)

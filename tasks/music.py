@@ -1,0 +1,172 @@
+"""Tasks of the music model: train, evaluate, generate, and the JSB benchmark.
+
+Thin wrappers: each calls pure functions from `models/` and hands back a small record of paths
+and numbers. Training shows a progress artifact and ends with a table artifact of its metrics;
+evaluation publishes the model beside both baselines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from datasets.io import read_stamp, sha256_json, write_stamp
+from datasets.render import render_midi_to_wav
+from datasets.tokenizer import Vocab
+from models.jsb_benchmark import PUBLISHED, run_jsb_benchmark
+from models.music_generate import continue_prompt, load_prompt, write_outputs
+from models.music_run import evaluate_run, profile_configs, train_with_baseline
+from models.music_train import METRICS_PARQUET
+from models.music_transformer import MusicTransformer
+from tasks.common import Progress, publish_table
+
+# Runs resume from their own checkpoints; Prefect's cache would only hide a changed dataset.
+MAX_TABLE_ROWS = 60
+
+
+def symbolic_paths(data_dir: str) -> tuple[Path, Vocab]:
+    symbolic = Path(data_dir) / "symbolic"
+    return symbolic / "tokens", Vocab.from_json((symbolic / "vocab.json").read_text())
+
+
+def music_run_dir(data_dir: str, run_name: str) -> Path:
+    return Path(data_dir) / "models" / "music" / run_name
+
+
+def publish_training_table(key: str, run_dir: Path) -> None:
+    rows = pq.read_table(run_dir / METRICS_PARQUET).to_pylist()
+    stride = max(1, len(rows) // MAX_TABLE_ROWS)
+    publish_table(key, rows[::stride], description=f"training metrics of {run_dir}")
+
+
+@task(name="train-music-model", cache_policy=NO_CACHE)
+def train_music_model(
+    data_dir: str, profile: str, seed: int, run_name: str | None = None
+) -> dict[str, Any]:
+    """Train the model and its vanilla baseline (same token budget); resumes a killed run."""
+    logger = get_run_logger()
+    tokens_dir, vocab = symbolic_paths(data_dir)
+    run_dir = music_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
+    model_cfg, train_cfg = profile_configs(profile, vocab.size, seed)
+    # A run belongs to the tokens it was trained on: when the data stage has rebuilt them since
+    # (a file added, a parameter changed), the old run is stale and is trained afresh.
+    configs = [dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg)]
+    data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
+    recorded = read_stamp(run_dir)
+    if recorded is not None and recorded != data_key:
+        logger.warning("%s was trained on other tokens or settings; training it afresh", run_dir)
+        shutil.rmtree(run_dir)
+    logger.info("training %s: %s, %s", run_dir, model_cfg, train_cfg)
+    result = train_with_baseline(
+        run_dir, tokens_dir, model_cfg, train_cfg, Progress(f"train-{run_dir.name}"), logger.info
+    )
+    if result["finished"]:
+        write_stamp(run_dir, data_key)
+    publish_training_table(f"music-train-{run_dir.name}", run_dir)
+    logger.info(
+        "trained %d steps (%d tokens) in %.0f s at %.0f tokens/s on %s",
+        result["steps"],
+        result["tokens_trained"],
+        result["seconds"],
+        result["tokens_per_s"],
+        result["device"],
+    )
+    return {key: value for key, value in result.items() if key != "vanilla"} | {
+        "vanilla_run_dir": result["vanilla"]["run_dir"]
+    }
+
+
+@task(name="evaluate-music-model", cache_policy=NO_CACHE)
+def evaluate_music_model(data_dir: str, run_dir: str) -> dict[str, Any]:
+    """Valid/test NLL, perplexity and accuracy of the model and both baselines (metrics.json)."""
+    tokens_dir, _ = symbolic_paths(data_dir)
+    metrics = evaluate_run(run_dir, tokens_dir)
+    rows = [{"model": "music_transformer", **scalars(metrics)}] + [
+        {"model": name, **scalars(scores)} for name, scores in metrics["baselines"].items()
+    ]
+    publish_table(
+        f"music-eval-{Path(run_dir).name}",
+        rows,
+        description="NLL per token (nats), perplexity and next-token accuracy; same splits",
+    )
+    by_key = {"music_transformer": metrics, **metrics["baselines"]}
+    publish_table(
+        f"music-eval-by-transpose-{Path(run_dir).name}",
+        [
+            {
+                "transpose": int(key),
+                **{name: m["test_by_transpose"][key]["nll"] for name, m in by_key.items()},
+            }
+            for key in metrics["test_by_transpose"]
+        ],
+        description="test NLL per token by transposition (semitones), model and baselines",
+    )
+    get_run_logger().info(
+        "test NLL %.4f, accuracy %.4f", metrics["test_nll"], metrics["test_accuracy"]
+    )
+    return {"run_dir": run_dir, "metrics": str(Path(run_dir) / "metrics.json"), **scalars(metrics)}
+
+
+def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("nll", "ppl", "accuracy", "tokens")
+    return {f"{s}_{k}": metrics[f"{s}_{k}"] for s in ("valid", "test") for k in keys}
+
+
+@task(name="generate-music", cache_policy=NO_CACHE)
+def generate_music(
+    data_dir: str,
+    run_dir: str,
+    prompt: str = "pachelbel",
+    prompt_bars: int = 4,
+    length: int = 512,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Continue a prompt ("pachelbel", a MIDI path or a piece id); .mid, .wav, .png in reports/."""
+    tokens_dir, vocab = symbolic_paths(data_dir)
+    model = MusicTransformer.load(run_dir)
+    chosen = load_prompt(prompt, vocab, prompt_bars, tokens_dir)
+    generator = torch.Generator().manual_seed(seed)
+    tokens, _ = continue_prompt(model, vocab, chosen, length, temperature, top_k, top_p, generator)
+    stem = Path(data_dir) / "reports" / f"{Path(run_dir).name}-{chosen.name}-seed{seed}"
+    outputs = write_outputs(tokens, vocab, chosen, stem, tempo_bpm=100.0)
+    outputs["wav"] = str(render_midi_to_wav(outputs["midi"], f"{stem}.wav"))
+    get_run_logger().info("generated %d notes after %s: %s", outputs["notes"], chosen.name, stem)
+    return outputs
+
+
+@task(name="jsb-benchmark", cache_policy=NO_CACHE)
+def jsb_benchmark(jsb_path: str, data_dir: str, profile: str, seed: int) -> dict[str, Any]:
+    """Train and score on Coconet's JSB split; valid NLL per token beside the published ones."""
+    out_dir = Path(data_dir) / "models" / "jsb" / f"{profile}-seed{seed}"
+    logger = get_run_logger()
+    result = run_jsb_benchmark(
+        jsb_path, out_dir, profile, seed, Progress(f"jsb-{profile}-seed{seed}"), logger.info
+    )
+    rows = [
+        {
+            "model": "ours: music transformer",
+            "valid_nll": result["valid_nll"],
+            "source": "this run",
+        },
+        *(
+            {"model": f"ours: {name}", "valid_nll": nll, "source": "this run"}
+            for name, nll in result["baselines_valid_nll"].items()
+        ),
+        *(
+            {"model": name, "valid_nll": nll, "source": "Huang et al. 2018, Table 1"}
+            for name, nll in PUBLISHED.items()
+        ),
+    ]
+    publish_table(f"jsb-{profile}-seed{seed}", rows, description="JSB valid NLL per token")
+    logger.info("JSB valid NLL %.4f (published: %s)", result["valid_nll"], PUBLISHED)
+    return result

@@ -1,0 +1,98 @@
+"""The JSB chorales: reading Coconet's format, the serialization, and the benchmark run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.jsb import (
+    JSB_BOS,
+    JSB_EOS,
+    JSB_PITCH_OFFSET,
+    JSB_REST,
+    REST,
+    load_jsb,
+    serialize_chorale,
+)
+from models.jsb_benchmark import PUBLISHED, run_jsb_benchmark, write_jsb_tokens
+from models.music_data import read_pieces
+
+torch.set_num_threads(1)
+
+
+def chorale(steps: int, shift: int = 0) -> list[list[int]]:
+    """A small made-up chorale in Coconet's layout: steps of [S, A, T, B]."""
+    chords = [[72, 67, 64, 48], [74, 65, 62, 50], [71, 67, 62, 55], [72, 64, 55, 48]]
+    return [[p + shift for p in chords[(t // 4) % 4]] for t in range(steps)]
+
+
+def write_jsb(path, n=(4, 2, 2), steps=32):
+    splits = {
+        split: [chorale(steps, shift=i) for i in range(count)]
+        for split, count in zip(("train", "valid", "test"), n, strict=True)
+    }
+    path.write_text(json.dumps(splits))
+    return path
+
+
+def test_load_jsb_reads_splits_and_rests(tmp_path):
+    data = json.loads(write_jsb(tmp_path / "jsb.json").read_text())
+    data["train"][0][3] = [72, None, -1, float("nan")]  # the three ways copies mark a rest
+    (tmp_path / "rests.json").write_text(json.dumps(data))
+    loaded = load_jsb(tmp_path / "rests.json")
+    assert {k: len(v) for k, v in loaded.items()} == {"train": 4, "valid": 2, "test": 2}
+    assert loaded["train"][0].shape == (32, 4)
+    assert loaded["train"][0][3].tolist() == [72, REST, REST, REST]
+    assert loaded["valid"][1][0].tolist() == [73, 68, 65, 49]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("not json", "cannot read"),
+        ('{"train": []}', "expected a JSON object"),
+        ('{"train": [[[60, 61, 62]]], "valid": [], "test": []}', r"train\[0\] step 0"),
+        ('{"train": [[[60, 61, 62, 200]]], "valid": [], "test": []}', "outside MIDI range"),
+        ('{"train": [[[60, 61, 62, 60.5]]], "valid": [], "test": []}', "whole MIDI number"),
+        ('{"train": [[]], "valid": [], "test": []}', "non-empty"),
+    ],
+)
+def test_load_jsb_names_the_file_and_the_reason(tmp_path, content, reason):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=reason) as info:
+        load_jsb(path)
+    assert "broken.json" in str(info.value)
+
+
+def test_serialization_is_satb_per_sixteenth():
+    steps = np.array([[72, 67, 64, 48], [72, REST, 64, 48]])
+    tokens, beats = serialize_chorale(steps)
+    o = JSB_PITCH_OFFSET
+    assert tokens.tolist() == [
+        JSB_BOS, 72 + o, 67 + o, 64 + o, 48 + o, 72 + o, JSB_REST, 64 + o, 48 + o, JSB_EOS
+    ]  # fmt: skip
+    assert beats.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 2]
+
+
+def test_tokens_files_keep_coconets_split(tmp_path):
+    counts = write_jsb_tokens(write_jsb(tmp_path / "jsb.json"), tmp_path / "tokens")
+    assert counts == {"train": 4, "valid": 2, "test": 2}
+    valid = list(read_pieces(tmp_path / "tokens" / "valid.parquet"))
+    assert [p.piece_id for p in valid] == ["valid/0000", "valid/0001"]
+    assert len(valid[0].tokens) == 2 + 4 * 32
+    assert valid[0].bar_steps == 16
+
+
+def test_benchmark_run_reports_nll_beside_the_published_figures(tmp_path):
+    result = run_jsb_benchmark(write_jsb(tmp_path / "jsb.json"), tmp_path / "out", "tiny", 0)
+    saved = json.loads((tmp_path / "out" / "jsb_benchmark.json").read_text())
+    assert saved["published_valid_nll"] == PUBLISHED
+    assert 0 < saved["valid_nll"] < math.log(132)  # learned something from the uniform start
+    assert set(saved["baselines_valid_nll"]) == {"ngram", "vanilla_transformer"}
+    assert saved["pieces"] == {"train": 4, "valid": 2, "test": 2}
+    assert result["valid_nll"] == saved["valid_nll"]

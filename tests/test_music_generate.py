@@ -1,0 +1,124 @@
+"""Generation: sampling filters, the grammar, prompts, and outputs that always decode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from music_corpus import VOCAB, write_symbolic
+
+from datasets.midi import read_midi, write_midi
+from datasets.tokenizer import decode
+from models.music_generate import (
+    continue_prompt,
+    filter_logits,
+    load_prompt,
+    pachelbel_notes,
+    write_outputs,
+)
+from models.music_transformer import MusicConfig, MusicTransformer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def symbolic(tmp_path_factory) -> Path:
+    return write_symbolic(tmp_path_factory.mktemp("gen"))
+
+
+def untrained_model(seed: int = 0) -> MusicTransformer:
+    cfg = MusicConfig.preset("tiny", VOCAB.size)
+    return MusicTransformer(cfg, torch.Generator().manual_seed(seed)).eval()
+
+
+def test_filters_keep_only_allowed_top_k_and_nucleus():
+    logits = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    allowed = torch.tensor([True, True, True, True, False])
+    probs = filter_logits(logits, allowed, 1.0, 0, 1.0)
+    assert probs[4] == 0 and probs.sum() == pytest.approx(1.0)
+    top2 = filter_logits(logits, allowed, 1.0, 2, 1.0)
+    assert (top2 > 0).tolist() == [False, False, True, True, False]
+    # Nucleus 0.5: token 3 alone has 0.64 of the mass among the allowed.
+    nucleus = filter_logits(logits, allowed, 1.0, 0, 0.5)
+    assert (nucleus > 0).tolist() == [False, False, False, True, False]
+    cold = filter_logits(logits, allowed, 0.1, 0, 1.0)
+    assert cold[3] > 0.99
+    with pytest.raises(ValueError, match="temperature"):
+        filter_logits(logits, allowed, 0.0, 0, 1.0)
+
+
+def check_valid(tokens: np.ndarray, beats: np.ndarray, tmp_path: Path, name: str) -> None:
+    """The sequence follows the grammar and decodes to a MIDI file that reads back."""
+    assert tokens[0] == VOCAB.bos and tokens[-1] == VOCAB.eos
+    kinds = [VOCAB.kind_of(int(t)) for t in tokens[1:-1]]
+    for previous, current in zip(kinds, kinds[1:], strict=False):
+        assert (previous == "pitch") == (current == "duration")  # each pitch has a duration
+    assert kinds[-1] != "pitch"
+    assert (np.diff(beats) >= 0).all()  # time only moves forward
+    onset, duration, pitch = decode(tokens, VOCAB)
+    assert len(onset) == sum(k == "pitch" for k in kinds)
+    assert (duration >= 1).all()
+    frame = {"onset": onset / 4, "duration": duration / 4, "pitch": pitch}
+    path = write_midi(pd.DataFrame(frame), tmp_path / f"{name}.mid")
+    back = read_midi(path)
+    assert len(back) == len(onset)
+    np.testing.assert_allclose(np.sort(back["onset"].to_numpy()), np.sort(onset / 4))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_sample_decodes_to_a_valid_midi_file(tmp_path, symbolic, seed):
+    # An untrained model puts mass everywhere: only the grammar keeps its output valid.
+    model = untrained_model(seed)
+    prompt = load_prompt("piece000", VOCAB, 1, symbolic / "tokens")
+    generator = torch.Generator().manual_seed(seed)
+    tokens, beats = continue_prompt(
+        model, VOCAB, prompt, 60 + seed, temperature=1.5, generator=generator
+    )
+    assert np.array_equal(tokens[: len(prompt.tokens)], prompt.tokens)
+    new = len(tokens) - len(prompt.tokens) - 1  # without the closing eos
+    assert new in (60 + seed, 61 + seed)  # one more when a cut-off pitch needed its duration
+    check_valid(tokens, beats, tmp_path, f"s{seed}")
+
+
+def test_same_seed_same_music():
+    model = untrained_model()
+    prompt = load_prompt("pachelbel", VOCAB, 2, None)
+
+    def sample(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return continue_prompt(model, VOCAB, prompt, 40, 1.0, 10, 0.9, generator)[0]
+
+    assert np.array_equal(sample(3), sample(3))
+    assert not np.array_equal(sample(3), sample(4))
+
+
+def test_prompts_from_pachelbel_a_midi_file_and_a_piece_id(tmp_path, symbolic):
+    pachelbel = load_prompt("pachelbel", VOCAB, 2, None)
+    assert pachelbel.bar_steps == 16
+    onset, _, pitch = decode(pachelbel.tokens, VOCAB)
+    assert onset.max() < 2 * 16 and 50 in pitch and 78 in pitch  # D3 bass, F#5 melody
+    four = load_prompt("pachelbel", VOCAB, 4, None)
+    assert len(decode(four.tokens, VOCAB)[0]) == len(pachelbel_notes())
+
+    midi = write_midi(pachelbel_notes(), tmp_path / "canon.mid")
+    from_file = load_prompt(str(midi), VOCAB, 2, None)
+    assert np.array_equal(from_file.tokens, pachelbel.tokens)
+
+    piece = load_prompt("piece001", VOCAB, 1, symbolic / "tokens")
+    assert piece.tokens[0] == VOCAB.bos and VOCAB.eos not in piece.tokens
+    assert piece.beats.max() < 16
+    with pytest.raises(ValueError, match="no such piece"):
+        load_prompt("nothing", VOCAB, 1, symbolic / "tokens")
+
+
+def test_outputs_are_written(tmp_path):
+    model = untrained_model()
+    prompt = load_prompt("pachelbel", VOCAB, 2, None)
+    tokens, _ = continue_prompt(model, VOCAB, prompt, 30, generator=torch.Generator())
+    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "reports" / "canon", 100.0)
+    assert out["prompt_notes"] == 12
+    assert len(read_midi(out["midi"])) == out["notes"]
+    assert Path(out["png"]).read_bytes()[:4] == b"\x89PNG"

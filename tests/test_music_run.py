@@ -1,0 +1,60 @@
+"""A whole music run on a tiny corpus: the model, both baselines, metrics.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from music_corpus import VOCAB, write_symbolic
+
+from models.music_run import METRICS_JSON, evaluate_run, profile_configs, train_with_baseline
+from models.music_transformer import MusicTransformer
+
+torch.set_num_threads(1)
+FIELDS = {"nll", "ppl", "accuracy", "tokens", "by_transpose"}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    symbolic = write_symbolic(tmp_path_factory.mktemp("run"))
+    run_dir = symbolic.parent / "models" / "music" / "tiny"
+    model_cfg, train_cfg = profile_configs("tiny", VOCAB.size, seed=0)
+    result = train_with_baseline(run_dir, symbolic / "tokens", model_cfg, train_cfg)
+    return run_dir, symbolic / "tokens", result
+
+
+def test_the_baseline_is_the_same_size_without_the_additions(run):
+    run_dir, _, result = run
+    model = MusicTransformer.load(run_dir)
+    vanilla = MusicTransformer.load(Path(result["vanilla"]["run_dir"]))
+    assert vanilla.cfg.d_model == model.cfg.d_model and vanilla.cfg.n_layer == model.cfg.n_layer
+    assert (vanilla.cfg.relative, vanilla.cfg.mem_len, vanilla.cfg.beat_embedding) == (
+        False,
+        0,
+        False,
+    )
+    assert result["vanilla"]["tokens_trained"] == result["tokens_trained"]
+
+
+def test_metrics_hold_the_model_and_both_baselines(run):
+    run_dir, tokens_dir, result = run
+    metrics = evaluate_run(run_dir, tokens_dir)
+    saved = json.loads((run_dir / METRICS_JSON).read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for split in ("valid", "test"):
+        assert {f"{split}_{f}" for f in FIELDS} <= set(saved)
+    assert set(saved["test_by_transpose"]) == {"0", "2"}
+    assert set(saved["baselines"]) == {"ngram", "vanilla_transformer"}
+    assert saved["steps_trained"] == saved["baselines"]["vanilla_transformer"]["steps_trained"]
+    assert saved["steps_trained"] == result["steps"]
+    for scores in saved["baselines"].values():
+        assert {f"test_{f}" for f in FIELDS} <= set(scores)
+        assert scores["test_tokens"] == saved["test_tokens"]  # the same targets for all
+    # The n-gram saw at most the Transformers' token budget.
+    assert saved["ngram_tokens_trained"] <= saved["token_budget"] + 200
+    assert saved["token_budget"] == result["tokens_trained"]
+    before = (run_dir / METRICS_JSON).read_bytes()
+    evaluate_run(run_dir, tokens_dir)
+    assert (run_dir / METRICS_JSON).read_bytes() == before  # same inputs, same bytes

@@ -1,0 +1,151 @@
+"""Training: the streamed lanes, the schedule, learning, determinism and resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from music_corpus import VOCAB, write_symbolic
+
+from models.music_data import first_pieces, lane_segments, read_pieces, shuffled_pieces
+from models.music_eval import evaluate
+from models.music_train import TrainConfig, learning_rate, train
+from models.music_transformer import MusicConfig, MusicTransformer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def symbolic(tmp_path_factory) -> Path:
+    return write_symbolic(tmp_path_factory.mktemp("music"))
+
+
+def test_lanes_carry_pieces_end_to_end(symbolic):
+    path = symbolic / "tokens" / "train.parquet"
+    stream = np.concatenate([p.tokens for p in read_pieces(path)])
+    pieces = shuffled_pieces(path, torch.Generator().manual_seed(0), buffer=1_000_000)
+    segments = lane_segments(pieces, batch_size=3, seg_len=16)
+    lanes: list[list[np.ndarray]] = [[], [], []]
+    for _ in range(40):
+        segment = next(segments)
+        assert segment.tokens.shape == (3, 17) == segment.beats.shape
+        for lane in range(3):
+            lanes[lane].append(segment.tokens[lane, :-1].numpy())
+    # Every lane is a run of whole pieces (bos ... eos), and every token of the file is used.
+    joined = [np.concatenate(parts) for parts in lanes]
+    for lane in joined:
+        assert lane[0] == VOCAB.bos
+    first_epoch_tokens = sum(int((lane == VOCAB.bos).sum()) for lane in joined)
+    assert first_epoch_tokens >= len(list(read_pieces(path)))
+    assert (
+        sorted(np.concatenate(joined)[: len(stream)].tolist())[:10] == sorted(stream.tolist())[:10]
+    )
+
+
+def test_segments_continue_each_other(symbolic):
+    path = symbolic / "tokens" / "train.parquet"
+    pieces = shuffled_pieces(path, torch.Generator().manual_seed(0), buffer=4)
+    segments = lane_segments(pieces, batch_size=2, seg_len=8)
+    a, b = next(segments), next(segments)
+    # The last target of one segment is the first input of the next (no token skipped).
+    assert torch.equal(a.tokens[:, -1], b.tokens[:, 0])
+    assert torch.equal(a.beats[:, -1], b.beats[:, 0])
+
+
+def test_shuffle_is_seeded_and_bounded(symbolic):
+    path = symbolic / "tokens" / "train.parquet"
+
+    def order(seed):
+        stream = shuffled_pieces(path, torch.Generator().manual_seed(seed), buffer=4)
+        return [(p.piece_id, p.transpose) for _, (_, p) in zip(range(12), stream, strict=False)]
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+    assert sorted(order(1)) == sorted((p.piece_id, p.transpose) for p in read_pieces(path))
+
+
+def test_first_pieces_respects_the_budget(symbolic):
+    path = symbolic / "tokens" / "train.parquet"
+    pieces = list(first_pieces(path, torch.Generator().manual_seed(0), 8, max_tokens=300))
+    lengths = [len(p.tokens) for p in pieces]
+    assert sum(lengths[:-1]) < 300 <= sum(lengths)
+    everything = list(first_pieces(path, torch.Generator().manual_seed(0), 8, 10**9))
+    assert len(everything) == len(list(read_pieces(path)))  # one epoch at most
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr_ratio=0.1)
+    assert learning_rate(0, cfg) == pytest.approx(0.1)
+    assert learning_rate(9, cfg) == pytest.approx(1.0)
+    assert learning_rate(10, cfg) == pytest.approx(1.0)
+    assert learning_rate(99, cfg) == pytest.approx(0.1, abs=1e-3)
+    rates = [learning_rate(s, cfg) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_bad_token_file_names_the_file(tmp_path):
+    import pyarrow as pa
+
+    from datasets.io import write_parquet_atomic
+
+    bad = tmp_path / "bad.parquet"
+    table = pa.table(
+        {
+            "piece_id": ["x"],
+            "transpose": pa.array([0], pa.int8()),
+            "tokens": [[1, 5, 2]],
+            "beats": [[0, 0]],
+            "bar_steps": pa.array([16], pa.int32()),
+        }
+    )
+    write_parquet_atomic(bad, table)
+    with pytest.raises(ValueError, match=r"bad\.parquet.*'x'"):
+        list(read_pieces(bad))
+
+
+def test_a_tiny_model_overfits_one_piece(tmp_path):
+    symbolic = write_symbolic(tmp_path, {"train": 1, "valid": 1, "test": 1}, keys=(0,))
+    train_path = symbolic / "tokens" / "train.parquet"
+    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
+    train_cfg = TrainConfig.preset("tiny", steps=300, batch_size=4, lr=3e-3, log_every=50)
+    untrained = evaluate(MusicTransformer(model_cfg), train_path)["nll"]
+    result = train(tmp_path / "run", train_path, train_path, model_cfg, train_cfg)
+    trained = evaluate(MusicTransformer.load(tmp_path / "run"), train_path)["nll"]
+    # ln(vocab) = 5.1 nats before training; the piece is learned to well under 1 nat per token.
+    assert untrained > 4.5
+    assert result["final_train_loss"] < 0.8
+    assert trained < 1.0
+
+
+def test_same_seed_same_run_and_resume_continues_it(symbolic, tmp_path):
+    train_path, valid_path = (
+        symbolic / "tokens" / "train.parquet",
+        symbolic / "tokens" / "valid.parquet",
+    )
+    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
+    train_cfg = TrainConfig.preset("tiny", steps=24, checkpoint_every=8, valid_every=8)
+    straight = train(tmp_path / "a", train_path, valid_path, model_cfg, train_cfg)
+    again = train(tmp_path / "b", train_path, valid_path, model_cfg, train_cfg)
+    stopped = train(tmp_path / "c", train_path, valid_path, model_cfg, train_cfg, stop_at=16)
+    assert not stopped["finished"] and stopped["steps"] == 16
+    resumed = train(tmp_path / "c", train_path, valid_path, model_cfg, train_cfg)
+    assert resumed["resumed_from"] == 16 and resumed["finished"]
+
+    for run in ("b", "c"):
+        for name in ("model.safetensors", "metrics.parquet", "config.json"):
+            assert (tmp_path / run / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    assert straight["final_train_loss"] == again["final_train_loss"] == resumed["final_train_loss"]
+
+    with pytest.raises(ValueError, match="other settings"):
+        train(tmp_path / "c", train_path, valid_path, model_cfg, replace(train_cfg, steps=30))
+
+    metrics = pq.read_table(tmp_path / "a" / "metrics.parquet").to_pylist()
+    steps = [row["step"] for row in metrics if row["kind"] == "step"]
+    assert steps == list(range(5, 25, 5)) + [24]
+    assert any(row["kind"] == "epoch" for row in metrics)
+    assert json.loads((tmp_path / "a" / "train_config.json").read_text())["steps"] == 24
