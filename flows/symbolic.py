@@ -1,23 +1,33 @@
-"""The symbolic music flow: corpus -> notes -> tokens in 12 keys -> Parquet (stage `data`).
+"""The symbolic music flow: corpus -> notes -> tokens in 12 keys -> model -> music.
 
-Later stages (`train`, `evaluate`, `generate`) read what `data` wrote under `data_dir`; each
-stage is self-contained, so any subset can run.
+Stages: `data` (manifest, notes, tokens, vocab under data_dir/symbolic), `train` (the
+Transformer-XL-style model and its vanilla baseline), `evaluate` (NLL, perplexity, accuracy
+beside the n-gram and vanilla baselines), `generate` (continue a prompt as .mid, .wav, .png).
+Each stage reads what the earlier ones wrote under `data_dir`, so any subset can run.
 
     python -m flows.symbolic --help
     python -m flows.symbolic --corpus bach --profile quick
+    python -m flows.symbolic --stages generate --prompt pachelbel --temperature 0.9
+    python -m flows.symbolic --stages data --jsb ../shared/data/jsb/Jsb16thSeparated.json
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
 from datasets.tokenizer import Vocab
 from flows.cli import run_cli
-from flows.runners import make_task_runner
+from tasks.music import (
+    evaluate_music_model,
+    generate_music,
+    jsb_benchmark,
+    music_run_dir,
+    train_music_model,
+)
 from tasks.symbolic import discover_task, parse_task, split_task, tokenize_task, write_task
 
 Stage = Literal["data", "train", "evaluate", "generate"]
@@ -92,6 +102,10 @@ class SymbolicResult(BaseModel):
     n_parsed: int = 0
     n_parse_reused: int = 0
     reused: bool = False
+    run_dir: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    generated: dict[str, Any] = Field(default_factory=dict)
+    jsb: dict[str, Any] = Field(default_factory=dict)
 
 
 def data_stage(params: SymbolicParams) -> dict[str, int | bool]:
@@ -121,26 +135,46 @@ def data_stage(params: SymbolicParams) -> dict[str, int | bool]:
 
 @flow(name="symbolic")
 def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
-    """Symbolic music: a corpus to tokens in all 12 keys (more stages join here)."""
-    out = Path(params.data_dir).resolve() / "symbolic"
-    counts = data_stage(params) if "data" in params.stages else {}
+    """Symbolic music: a corpus to tokens in all 12 keys, a Transformer-XL-style model and its
+    baselines, their metrics, and a prompt continued as MIDI, audio and a piano roll."""
+    data_dir = params.data_dir
+    out = Path(data_dir).resolve() / "symbolic"
+    result: dict[str, Any] = data_stage(params) if "data" in params.stages else {}
+    if "train" in params.stages:
+        result["run_dir"] = train_music_model(data_dir, params.profile, params.seed)["run_dir"]
+    elif params.model:
+        named = music_run_dir(data_dir, params.model)
+        result["run_dir"] = str(named if named.is_dir() else Path(params.model))
+    else:
+        result["run_dir"] = str(music_run_dir(data_dir, f"{params.profile}-seed{params.seed}"))
+    if "evaluate" in params.stages:
+        result["metrics"] = evaluate_music_model(data_dir, result["run_dir"])
+    if "generate" in params.stages:
+        result["generated"] = generate_music(
+            data_dir,
+            result["run_dir"],
+            params.prompt,
+            params.prompt_bars,
+            params.length,
+            params.temperature,
+            params.top_k,
+            params.top_p,
+            params.seed,
+        )
+    if params.jsb:
+        result["jsb"] = jsb_benchmark(params.jsb, data_dir, params.profile, params.seed)
     return SymbolicResult(
-        data_dir=str(Path(params.data_dir).resolve()),
+        data_dir=str(Path(data_dir).resolve()),
         manifest=str(out / "manifest.parquet"),
         notes=str(out / "notes.parquet"),
         tokens_dir=str(out / "tokens"),
         vocab=str(out / "vocab.json"),
-        **counts,
+        **result,
     )
 
 
 def main() -> None:
-    def run(params: SymbolicParams) -> SymbolicResult:
-        runner = make_task_runner(params.task_runner, params.workers, params.dask_address)
-        return symbolic_flow.with_options(task_runner=runner)(params)
-
-    run.__doc__ = symbolic_flow.description
-    run_cli(run, SymbolicParams)
+    run_cli(symbolic_flow, SymbolicParams)
 
 
 if __name__ == "__main__":
