@@ -39,7 +39,7 @@ lint: setup
 
 bench: setup
 	$(PY) -m pip install -q -e '.[dev,bench]'
-	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+	for b in bench/bench_*.py; do PYTHONPATH=. $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf data .pytest_cache

@@ -69,6 +69,25 @@ class SymbolicParams(BaseModel):
         None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
     )
     batch_size: int = Field(32, ge=1, description="Files per parse and per tokenize task")
+    model: str | None = Field(
+        None,
+        description="Model run for evaluate/generate without train (a directory, or a run "
+        "name under data_dir/models/music); none: the one this run trains (<profile>-seed<seed>)",
+    )
+    prompt: str = Field(
+        "pachelbel",
+        description="What generate continues: 'pachelbel' (built in), a MIDI file, or a piece id",
+    )
+    prompt_bars: int = Field(4, ge=1, description="Bars of the prompt to keep")
+    length: int = Field(512, ge=1, description="Tokens to generate after the prompt")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature")
+    top_k: int = Field(0, ge=0, description="Sample from the k likeliest tokens; 0: all")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling mass; 1: off")
+    jsb: str | None = Field(
+        None,
+        description="Also run the JSB benchmark on this Coconet-format JSON file "
+        "(e.g. Jsb16thSeparated.json); none: skip it",
+    )
 
     def piece_limit(self) -> int | None:
         if self.limit is None and self.profile == "quick":
