@@ -53,12 +53,16 @@ def _run(corpus: Path, data_dir: Path, **overrides):
 def _rejected_artifact() -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
+    # Other tests in the session publish the same key: take the newest.
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["symbolic-rejected"]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["symbolic-rejected"])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
         )
-    return str(found[-1].data) if found else ""
+    return str(found[0].data) if found else ""
 
 
 def _parquet_bytes(out: Path) -> dict[str, bytes]:
