@@ -29,7 +29,7 @@ from datasets.pairs import (
 from datasets.signal_report import signal_report
 from datasets.splits import split_pieces
 from datasets.symbolic import inventory
-from tasks.common import publish_markdown, publish_table
+from tasks.common import log_rejected, publish_markdown, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
 
@@ -65,10 +65,7 @@ def load_task(
         load_entry(entry, data_dir, hr_rate, min_samples, max_file_bytes, max_seconds)
         for entry in entries
     ]
-    logger = get_run_logger()
-    for record in records:
-        if record["status"] == "rejected":
-            logger.warning("rejected %s: %s", record["path"], record["reason"])
+    log_rejected(records)
     return records
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -30,6 +31,14 @@ def publish_table(key: str, rows: Sequence[dict[str, Any]], description: str = "
 
 def publish_markdown(key: str, markdown: str, description: str = "") -> None:
     create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=description)
+
+
+def log_rejected(records: Sequence[dict[str, Any]]) -> None:
+    """A warning per rejected file, naming it and why, in the task's log."""
+    logger = get_run_logger()
+    for record in records:
+        if record["status"] == "rejected":
+            logger.warning("rejected %s: %s", record["path"], record["reason"])
 
 
 class Progress:

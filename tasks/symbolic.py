@@ -20,7 +20,7 @@ from datasets.symbolic import (
     write_dataset,
 )
 from datasets.tokenizer import Vocab
-from tasks.common import publish_table
+from tasks.common import log_rejected, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
 
@@ -42,10 +42,7 @@ def parse_task(
 ) -> list[dict[str, Any]]:
     """Parse a batch of files into cached note tables."""
     records = [parse_entry(entry, cache_dir, max_notes) for entry in entries]
-    logger = get_run_logger()
-    for record in records:
-        if record["status"] == "rejected":
-            logger.warning("rejected %s: %s", record["path"], record["reason"])
+    log_rejected(records)
     return records
 
 
