@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from datasets.io import atomic_path
+from datasets.io import atomic_path, regular_file_size
 from datasets.notes import RejectedInput
 
 AUDIO_SUFFIXES = frozenset(
@@ -29,7 +29,11 @@ BLOCK_FRAMES = 1 << 16
 def find_audio_files(root: str | os.PathLike[str]) -> list[Path]:
     """Every file under `root` with an audio suffix libsndfile reads, sorted by path."""
     root = Path(root)
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    # Not `is_file()`: a dangling link, a symlink loop or a FIFO must reach the manifest as a
+    # rejected row, not vanish from the listing.
+    return sorted(
+        p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and not p.is_dir()
+    )
 
 
 def _libsndfile_reason(exc: Exception, path: Path) -> str:
@@ -45,13 +49,15 @@ def probe_audio(
 ) -> sf._SoundFileInfo:
     """The header of `path`, after the checks that need no decoding; raises `RejectedInput`."""
     path = Path(path)
-    size = path.stat().st_size
+    size, unreadable = regular_file_size(path)
+    if unreadable:
+        raise RejectedInput(path, unreadable)
     if size == 0:
         raise RejectedInput(path, "empty file (0 bytes)")
     if max_file_bytes is not None and size > max_file_bytes:
         raise RejectedInput(path, f"file is {size} bytes, over the limit of {max_file_bytes}")
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise RejectedInput(
             path, f"not readable as audio: {_libsndfile_reason(exc, path)}"
@@ -83,7 +89,7 @@ def iter_audio(
         resampler = soxr.ResampleStream(info.samplerate, sample_rate, 1, "float32", "HQ")
     decoded = 0
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with sf.SoundFile(os.fsencode(path)) as handle:
             for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
                 # One channel is already mono: a view, not a mean over one column.
                 mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)

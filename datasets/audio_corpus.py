@@ -95,4 +95,4 @@ def audio_corpus(
         raise FileNotFoundError(
             f"corpus {corpus!r} is neither 'bach', 'bytebeat', a .txt of formulas nor a directory"
         )
-    return AudioCorpus(root, find_audio_files(root)[:limit])
+    return AudioCorpus(root, find_audio_files(root))

@@ -186,7 +186,9 @@ class _Parser:
             return T()
         if token is not None and token[0].isdigit():
             self.index += 1
-            return Num(int(token, 0) if token.lower().startswith("0x") else int(token))
+            value = int(token, 0) if token.lower().startswith("0x") else int(token)
+            # C's int literal wraps to 32 bits; wrapping here keeps huge literals out of int64.
+            return Num(((value + (1 << 31)) & 0xFFFFFFFF) - (1 << 31))
         raise self.error("expected a number, t, a unary operator or '('")
 
 

@@ -138,15 +138,16 @@ def corpus_files(
 ) -> tuple[Path, list[Path]]:
     """(root, files) of a corpus: `bach`, a directory, or a JSB .json file.
 
-    `limit` keeps the first files in path order (chorale order for `bach`); a JSB file is one
-    file, so its limit applies to pieces later.
+    `limit` keeps the first chorales of `bach`. A directory is listed whole (files beyond a
+    limit are rejected in the manifest, not left out); a JSB file is one file, so its limit
+    applies to pieces later.
     """
     if corpus == "bach":
         root = Path(data_dir) / "corpora" / "bach"
         return root, sorted(export_bach_midi(root, limit))
     path = Path(corpus)
     if path.is_dir():
-        return path, discover_files(path)[:limit]
+        return path, discover_files(path)
     if path.is_file() and path.suffix.lower() == ".json":
         return path.parent, [path]
     raise ValueError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,3 +148,29 @@ def read_stamp(directory: str | os.PathLike[str]) -> str | None:
 def write_stamp(directory: str | os.PathLike[str], key: str, info: dict[str, Any] | None = None):
     """Mark a stage complete; written last, so a stage killed midway is never taken as done."""
     return write_json_atomic(Path(directory) / STAMP_FILE, {"key": key, "info": info or {}})
+
+
+def printable_name(rel: str) -> tuple[str, str]:
+    """`rel` as it can be written to a manifest, and a rejection reason when it is no UTF-8.
+
+    A name of undecodable bytes (held by Python as surrogates) cannot go into Parquet as is:
+    it is written with backslash escapes, and the file is rejected so a person renames it.
+    """
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        escaped = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return escaped, "file name is not valid UTF-8; rename it"
+    return rel, ""
+
+
+def regular_file_size(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """The size of a regular file, or 0 and why it cannot be read as one (a dangling link,
+    a symlink loop, a FIFO or device that a read would hang on, ...)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        return 0, f"cannot open it: {exc.strerror or exc}"
+    if not stat.S_ISREG(info.st_mode):
+        return 0, "not a regular file (a FIFO, device or socket); only regular files are read"
+    return info.st_size, ""

@@ -7,6 +7,7 @@ caches its results per file, so each score is parsed once.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,34 @@ def notes_from_stream(score: stream.Stream, path: str | os.PathLike[str]) -> pd.
     return note_table(rows)
 
 
-def read_score(path: str | os.PathLike[str]) -> pd.DataFrame:
+MAX_UNCOMPRESSED_BYTES = 50_000_000  # an .mxl inflating past this is a zip bomb, not a score
+
+
+def check_mxl(path: Path, max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES) -> None:
+    """Refuse a compressed MusicXML file that is no zip or inflates past the limit, before
+    music21 inflates it into memory."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise RejectedInput(path, f"not a valid .mxl (zip) file: {exc}") from exc
+    if inflated > max_uncompressed_bytes:
+        raise RejectedInput(
+            path,
+            f"inflates to {inflated} bytes, over the limit of {max_uncompressed_bytes} "
+            "(a zip bomb, or a score far larger than any real one)",
+        )
+
+
+def read_score(
+    path: str | os.PathLike[str], max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
+) -> pd.DataFrame:
     """Parse a score file with music21; raises RejectedInput when music21 cannot read it."""
     path = Path(path)
     if path.stat().st_size == 0:
         raise RejectedInput(path, "empty file (0 bytes)")
+    if path.suffix.lower() == ".mxl":
+        check_mxl(path, max_uncompressed_bytes)
     try:
         score = converter.parse(path)
     except Exception as exc:  # music21 raises many unrelated types for unreadable input

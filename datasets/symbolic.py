@@ -35,7 +35,9 @@ from datasets.io import (
     STAMP_FILE,
     code_version,
     manifest_row,
+    printable_name,
     read_stamp,
+    regular_file_size,
     relative_to_root,
     sha256_file,
     sha256_json,
@@ -89,15 +91,23 @@ def inventory(
     """
     entries = []
     for path in paths:
-        rel = relative_to_root(path, root)
-        size = Path(path).stat().st_size
+        rel, reason = printable_name(relative_to_root(path, root))
+        size, unreadable = (0, "") if reason else regular_file_size(path)
         entries.append(
-            {"path": rel, "file": str(Path(path).resolve()), "size_bytes": size, "sha256": ""}
+            {
+                "path": rel,
+                "file": os.path.abspath(path),
+                "size_bytes": size,
+                "sha256": "",
+                "status": "rejected" if reason or unreadable else "ok",
+                "reason": reason or unreadable,
+            }
         )
     entries.sort(key=lambda entry: entry["path"])
     first_by_sha: dict[str, str] = {}
     for entry in entries:
-        entry["status"], entry["reason"] = "ok", ""
+        if entry["status"] == "rejected":
+            continue
         if entry["size_bytes"] == 0:
             entry["status"], entry["reason"] = "rejected", "empty file (0 bytes)"
             continue
@@ -108,12 +118,33 @@ def inventory(
                 "raise the limit to include it"
             )
             continue
-        entry["sha256"] = sha256_file(entry["file"])
+        try:
+            entry["sha256"] = sha256_file(entry["file"])
+        except OSError as exc:
+            entry["status"], entry["reason"] = "rejected", f"cannot read it: {exc.strerror or exc}"
+            continue
         if entry["sha256"] in first_by_sha:
             entry["status"] = "duplicate"
             entry["reason"] = f"same content as {first_by_sha[entry['sha256']]}"
         else:
             first_by_sha[entry["sha256"]] = entry["path"]
+    return entries
+
+
+def reject_beyond_limit(entries: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """Keep the first `limit` readable files (in path order); the rest stay in the manifest,
+    rejected with the reason, instead of vanishing from it."""
+    if limit is None:
+        return entries
+    kept = 0
+    for entry in entries:
+        if entry["status"] != "ok":
+            continue
+        if kept < limit:
+            kept += 1
+        else:
+            entry["status"] = "rejected"
+            entry["reason"] = f"beyond --limit {limit} (raise --limit or use --profile full)"
     return entries
 
 

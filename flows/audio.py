@@ -55,7 +55,8 @@ class AudioParams(BaseModel):
         description="Stages to run, in pipeline order",
     )
     profile: Literal["quick", "full"] = Field(
-        "quick", description=f"quick: at most {QUICK_LIMIT} files unless --limit says otherwise"
+        "quick",
+        description=f"quick: {QUICK_LIMIT} files of a built-in corpus unless --limit is given",
     )
     seed: int = Field(0, description="Seed of the split and of the per-file `random` filter")
     hr_rate: int = Field(16000, ge=1000, description="High-resolution sample rate (Hz)")
@@ -119,7 +120,9 @@ class AudioParams(BaseModel):
         return self
 
     def file_limit(self) -> int | None:
-        if self.limit is None and self.profile == "quick":
+        """The quick profile takes a subset of the built-in corpora only: a directory of the
+        user's is read whole unless --limit says otherwise."""
+        if self.limit is None and self.profile == "quick" and not Path(self.corpus).is_dir():
             return QUICK_LIMIT
         return self.limit
 

@@ -46,7 +46,7 @@ class SymbolicParams(BaseModel):
         description="Stages to run, in pipeline order",
     )
     profile: Literal["quick", "full"] = Field(
-        "quick", description=f"quick: at most {QUICK_LIMIT} pieces unless --limit says otherwise"
+        "quick", description=f"quick: {QUICK_LIMIT} chorales of bach unless --limit says otherwise"
     )
     seed: int = Field(0, description="Seed of the train/valid/test split")
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of pieces for valid")
@@ -90,7 +90,9 @@ class SymbolicParams(BaseModel):
     )
 
     def piece_limit(self) -> int | None:
-        if self.limit is None and self.profile == "quick":
+        """The quick profile takes a subset of the built-in corpus only: a corpus of the
+        user's is read whole unless --limit says otherwise."""
+        if self.limit is None and self.profile == "quick" and self.corpus == "bach":
             return QUICK_LIMIT
         return self.limit
 

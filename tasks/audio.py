@@ -28,7 +28,7 @@ from datasets.pairs import (
 )
 from datasets.signal_report import signal_report
 from datasets.splits import split_pieces
-from datasets.symbolic import inventory
+from datasets.symbolic import inventory, reject_beyond_limit
 from tasks.common import log_rejected, publish_markdown, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
@@ -46,6 +46,8 @@ def discover_task(
     """Find (rendering first for bach and bytebeat) and hash the corpus files; one entry each."""
     found = audio_corpus(corpus, data_dir, hr_rate, limit, program)
     entries = inventory(found.paths, found.root, max_file_bytes)
+    if Path(corpus).is_dir():
+        entries = reject_beyond_limit(entries, limit)
     refused = [dict(row, file="") for row in found.refused]
     get_run_logger().info("audio corpus %s: %d files under %s", corpus, len(entries), found.root)
     return entries + refused

@@ -6,6 +6,7 @@ note tables and tokens stay on disk in the content-addressed cache.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -16,6 +17,7 @@ from datasets.symbolic import (
     choose_splits,
     inventory,
     parse_entry,
+    reject_beyond_limit,
     tokenize_record,
     write_dataset,
 )
@@ -32,6 +34,8 @@ def discover_task(
     """Find the corpus files (exporting the bundled chorales first for `bach`) and hash them."""
     root, paths = corpus_files(corpus, data_dir, limit)
     entries = inventory(paths, root, max_file_bytes)
+    if Path(corpus).is_dir():
+        entries = reject_beyond_limit(entries, limit)
     get_run_logger().info("corpus %s: %d files under %s", corpus, len(entries), root)
     return entries
 

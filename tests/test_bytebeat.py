@@ -12,6 +12,7 @@ from datasets.bytebeat import (
     BUILTIN_FORMULAS,
     SAMPLE_RATE,
     BytebeatError,
+    Num,
     bytebeat,
     evaluate,
     parse,
@@ -108,3 +109,9 @@ def test_render_formulas_writes_8bit_wavs_and_reports_refusals(tmp_path: Path) -
     np.testing.assert_array_equal(decoded, to_float(bytebeat("t*(t>>5|t>>8)", 0.5)))
     again, _ = render_formulas(formulas, tmp_path / "out", seconds=0.5)
     assert again == paths
+
+
+def test_huge_literals_wrap_to_32_bits_like_c() -> None:
+    assert bytebeat("9223372036854775808", 0.001).dtype == np.uint8
+    assert parse("4294967297") == parse("1")
+    assert parse("2147483648") == parse("0x80000000") == Num(-(2**31))

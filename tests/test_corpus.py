@@ -139,8 +139,9 @@ def test_discovery_is_recursive_sorted_and_skips_other_files(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in discover_files(tmp_path)]
     assert found == ["a.mid", "b/x.MID", "c/d/e.musicxml", "f.krn"]
+    # A directory is listed whole: files beyond a limit are rejected later, in the manifest.
     root, files = corpus_files(str(tmp_path), tmp_path / "data", limit=2)
-    assert root == tmp_path and [f.name for f in files] == ["a.mid", "x.MID"]
+    assert root == tmp_path and [f.name for f in files] == ["a.mid", "x.MID", "e.musicxml", "f.krn"]
     with pytest.raises(ValueError, match="neither"):
         corpus_files(str(tmp_path / "missing"), tmp_path)
 
@@ -191,3 +192,20 @@ def test_bad_jsb_file_is_rejected(tmp_path):
     path.write_text(json.dumps({"train": [[[60, 61]]], "valid": [], "test": []}))
     with pytest.raises(RejectedInput, match="expected 4 voices"):
         jsb_note_tables(path)
+
+
+def test_mxl_zip_bombs_and_non_zips_are_rejected_before_music21(tmp_path):
+    import zipfile
+
+    from datasets.notes import RejectedInput
+    from datasets.scores import check_mxl
+
+    bomb = tmp_path / "bomb.mxl"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("score.xml", b"\0" * 2_000_000)
+    with pytest.raises(RejectedInput, match="inflates to 2000000 bytes"):
+        check_mxl(bomb, max_uncompressed_bytes=1_000_000)
+    not_zip = tmp_path / "text.mxl"
+    not_zip.write_text("<score-partwise/>")
+    with pytest.raises(RejectedInput, match="not a valid .mxl"):
+        check_mxl(not_zip)

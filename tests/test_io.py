@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -81,3 +83,23 @@ def test_code_version_changes_with_source(tmp_path, monkeypatch):
     before = io.code_version(FakeModule)
     module_file.write_text("x = 2\n")
     assert io.code_version(FakeModule) != before
+
+
+def test_printable_name_escapes_and_rejects_undecodable_names():
+    assert io.printable_name("a/b.mid") == ("a/b.mid", "")
+    raw = os.fsdecode(b"caf\xe9.mid")  # Latin-1 bytes: not UTF-8
+    name, reason = io.printable_name(raw)
+    assert name == "caf\\xe9.mid" and "not valid UTF-8" in reason
+    name.encode("utf-8")  # writable to Parquet
+
+
+def test_regular_file_size_names_links_loops_and_fifos(tmp_path):
+    good = tmp_path / "good.mid"
+    good.write_bytes(b"MThd")
+    assert io.regular_file_size(good) == (4, "")
+    (tmp_path / "dangling.mid").symlink_to(tmp_path / "missing.mid")
+    (tmp_path / "loop.mid").symlink_to(tmp_path / "loop.mid")
+    os.mkfifo(tmp_path / "pipe.mid")
+    assert "No such file" in io.regular_file_size(tmp_path / "dangling.mid")[1]
+    assert "symbolic links" in io.regular_file_size(tmp_path / "loop.mid")[1]
+    assert "not a regular file" in io.regular_file_size(tmp_path / "pipe.mid")[1]

@@ -92,3 +92,15 @@ def test_a_corpus_of_only_bad_files_still_writes_every_table(tmp_path):
     assert manifest["status"].tolist() == ["rejected"]
     assert len(pd.read_parquet(tmp_path / "out" / "notes.parquet")) == 0
     assert len(pd.read_parquet(tmp_path / "out" / "tokens" / "train.parquet")) == 0
+
+
+def test_files_beyond_a_limit_stay_in_the_manifest_as_rejected():
+    from datasets.symbolic import reject_beyond_limit
+
+    entries = [
+        {"path": f"{i}.mid", "status": "rejected" if i == 1 else "ok", "reason": ""}
+        for i in range(5)
+    ]
+    reject_beyond_limit(entries, 2)
+    assert [e["status"] for e in entries] == ["ok", "rejected", "ok", "rejected", "rejected"]
+    assert "beyond --limit 2" in entries[4]["reason"]
