@@ -330,7 +330,7 @@ MAX_CHILD_RSS = 1536 << 20
 BOMB_TIMEOUT_S = 60
 
 READ_BOMB = """
-import sys, json, resource
+import sys, json, re
 from pathlib import Path
 from datasets.notes import RejectedInput
 track, path = sys.argv[1], Path(sys.argv[2])
@@ -350,7 +350,8 @@ try:
     outcome = {"status": "ok"}
 except RejectedInput as exc:
     outcome = {"status": "rejected", "reason": exc.reason}
-outcome["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+status = Path("/proc/self/status").read_text()
+outcome["peak_bytes"] = int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
 print(json.dumps(outcome))
 """
 
@@ -391,7 +392,8 @@ def test_bombs_are_rejected_within_bounded_memory(tmp_path, track):
         assert result.returncode == 0, f"{entry.kind}: {result.stderr[-2000:]}"
         outcome = json.loads(result.stdout.strip().splitlines()[-1])
         assert outcome["status"] == "rejected", f"{entry.kind}: {outcome}"
-        # The child measures itself: RUSAGE_CHILDREN here would also count other tests' child
-        # processes that subprocess reaps in passing.
+        # The child reads its own high-water mark (VmHWM, reset by exec). Not ru_maxrss: a
+        # child inherits the parent's across fork, and RUSAGE_CHILDREN also counts other tests'
+        # child processes that subprocess reaps in passing.
         peak = outcome["peak_bytes"]
         assert peak < MAX_CHILD_RSS, f"{entry.kind}: peak RSS {peak >> 20} MiB"
