@@ -31,7 +31,7 @@ from datasets.io import write_json_atomic, write_parquet_atomic
 from datasets.jsb import JSB_BAR_STEPS, JSB_VOCAB_SIZE, REST, load_jsb, serialize_chorale
 from datasets.symbolic import token_table
 from models.music_run import evaluate_run, profile_configs, train_with_baseline
-from models.music_train import train
+from models.music_train import TrainConfig, train
 
 # NLL per token on the JSB valid split, Huang et al. 2018 (Music Transformer), Table 1.
 PUBLISHED = {
@@ -121,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jsb", required=True, help="Coconet-format Jsb16thSeparated.json")
     parser.add_argument("--out", default="data/models/jsb", help="output directory")
-    parser.add_argument("--profile", default="quick", choices=["tiny", "quick", "medium", "full"])
+    parser.add_argument("--profile", default="quick", choices=sorted(TrainConfig.PRESETS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the profile's steps")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla baseline")

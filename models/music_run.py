@@ -36,7 +36,10 @@ VANILLA_DIR = "baselines/vanilla_transformer"
 def profile_configs(
     profile: str, vocab_size: int, seed: int, **model_overrides: Any
 ) -> tuple[MusicConfig, TrainConfig]:
-    """The model and training presets of a profile ("tiny" for tests, "quick", "full")."""
+    """The model and training presets of a profile ("tiny" for tests, "quick", "full", "large");
+    `full` takes the large presets when a GPU is there."""
+    if profile == "full" and torch.cuda.is_available():
+        profile = "large"
     return (
         MusicConfig.preset(profile, vocab_size, **model_overrides),
         TrainConfig.preset(profile, seed=seed),

@@ -36,7 +36,7 @@ def test_flags_are_typed_and_validated():
         data_dir="/tmp/x", profile="full", ratio=2, steps=3, bits=8, shuffle=False, stages=["data"]
     )
     with pytest.raises(SystemExit):
-        parse_params(ExampleParams, "", ["--profile", "medium"])
+        parse_params(ExampleParams, "", ["--profile", "large"])
     with pytest.raises(SystemExit):
         parse_params(ExampleParams, "", ["--steps", "many"])
 

@@ -130,5 +130,6 @@ def test_vanilla_refuses_positions_beyond_its_length():
 
 def test_presets():
     assert MusicConfig.preset("full", 300).d_model > MusicConfig.preset("quick", 300).d_model
+    assert MusicConfig.preset("large", 300).d_model > MusicConfig.preset("full", 300).d_model
     with pytest.raises(ValueError, match="unknown model preset"):
         MusicConfig.preset("huge", 300)
