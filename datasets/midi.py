@@ -49,6 +49,17 @@ def score_note_arrays(score: Score, path: str | os.PathLike[str]) -> dict[str, n
     cols = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
     tempos = score.tempos.numpy()
+    zero = np.flatnonzero(tempos["mspq"] <= 0)
+    if len(zero):
+        # 0 us per quarter note is an infinite tempo (the standard's range is 1..2**24-1): the
+        # file does not say how fast it goes, and guessing (clamping, or skipping the event
+        # and keeping the previous tempo) would record a tempo the file never had.
+        raise RejectedInput(
+            path,
+            f"invalid tempo: a tempo event of {int(tempos['mspq'][zero[0]])} microseconds per "
+            f"quarter note at tick {int(tempos['time'][zero[0]])} (an infinite tempo; MIDI "
+            "tempos are 1 or more); fix or remove that event",
+        )
     if len(tempos["time"]):
         order = np.argsort(tempos["time"], kind="stable")
         qpm = 60_000_000.0 / tempos["mspq"][order].astype(np.float64)

@@ -45,8 +45,10 @@ class SymbolicParams(BaseModel):
         default_factory=lambda: ["data", "train", "evaluate", "generate"],
         description="Stages to run, in pipeline order",
     )
-    profile: Literal["quick", "full"] = Field(
-        "quick", description=f"quick: {QUICK_LIMIT} chorales of bach unless --limit says otherwise"
+    profile: Literal["tiny", "quick", "full"] = Field(
+        "quick",
+        description=f"tiny: the smallest model (60 steps, seconds; for tests and smoke runs); "
+        f"tiny and quick: {QUICK_LIMIT} chorales of bach unless --limit says otherwise",
     )
     seed: int = Field(0, description="Seed of the train/valid/test split")
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of pieces for valid")
@@ -92,7 +94,7 @@ class SymbolicParams(BaseModel):
     def piece_limit(self) -> int | None:
         """The quick profile takes a subset of the built-in corpus only: a corpus of the
         user's is read whole unless --limit says otherwise."""
-        if self.limit is None and self.profile == "quick" and self.corpus == "bach":
+        if self.limit is None and self.profile != "full" and self.corpus == "bach":
             return QUICK_LIMIT
         return self.limit
 

@@ -136,8 +136,8 @@ def spectrogram_png(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
+    with atomic_path(path) as tmp:  # no Software stamp: the bytes depend on the data only
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
     return Path(path)
 
 

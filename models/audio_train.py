@@ -10,7 +10,10 @@ plus, optionally, a multi-resolution STFT term.
 A run directory holds the final `model.safetensors` + `config.json` and `metrics.parquet`
 (one row per logged step). While training, `checkpoint/step-NNNNNNN/` holds the latest
 weights and optimizer state and `checkpoint/latest.json` points at it; the pointer is replaced
-atomically after the new checkpoint is complete, so a killed run resumes from the last one.
+atomically after the new checkpoint is complete, so a killed run resumes from the last one;
+checkpoints the pointer does not name (older ones, or one a kill cut short) are removed. The
+checkpoint also holds the loss sums of the current logging window, so a resumed run writes the
+same bytes (weights, metrics) as an uninterrupted one whatever the log and checkpoint intervals.
 """
 
 from __future__ import annotations
@@ -259,9 +262,21 @@ def _save_checkpoint(
     save_model(directory, model, model.config)
     save_train_state(directory, optimizer, extra, generator)
     write_json_atomic(run_dir / CHECKPOINT_DIR / LATEST_FILE, {"dir": name})
+    _prune_checkpoints(run_dir, name)
+
+
+def _prune_checkpoints(run_dir: Path, keep: str) -> None:
+    """Remove every checkpoint but `keep`: older ones, and any a kill left half-written."""
     for old in (run_dir / CHECKPOINT_DIR).glob("step-*"):
-        if old.name != name:
+        if old.name != keep:
             shutil.rmtree(old)
+
+
+def batches_per_epoch(shards: list[Path], batch_size: int) -> int:
+    """How many batches `iter_epoch` yields: the last partial batch is dropped unless it is
+    the only one."""
+    rows = sum(pq.read_metadata(shard).num_rows for shard in shards)
+    return max(rows // batch_size, 1 if rows else 0)
 
 
 def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -307,12 +322,17 @@ def train_audio_unet(
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
 
     step, epoch, batch_in_epoch, rows = 0, 0, 0, []
+    # Loss and MSE of the steps since the last logged row (a checkpoint may fall between rows).
+    losses: list[float] = []
+    mses: list[float] = []
     if checkpoint is not None:
+        _prune_checkpoints(run_dir, checkpoint.name)
         load_weights(checkpoint, model)
         extra = load_train_state(checkpoint, optimizer, generator)
         if extra is None:
             raise FileNotFoundError(f"{checkpoint}: weights without optimizer state")
         step, epoch, batch_in_epoch = extra["step"], extra["epoch"], extra["batch_in_epoch"]
+        losses, mses = list(extra.get("losses", [])), list(extra.get("mses", []))
         if (run_dir / METRICS_FILE).exists():
             logged = pq.read_table(run_dir / METRICS_FILE).to_pylist()
             rows = [row for row in logged if row["step"] <= step]
@@ -326,15 +346,11 @@ def train_audio_unet(
     eval_hr, eval_input = load_eval_set(pairs_dir, config.eval_split, config.eval_patches, info)
     spline_snr = snr_db(eval_hr, eval_input)
     model.train()
-    losses: list[float] = []
-    mses: list[float] = []
     while step < config.steps:
         batches = iter_epoch(shards, config.batch_size, config.seed, epoch)
         for index, (hr, lr) in enumerate(batches):
             if index < batch_in_epoch:
                 continue
-            if step >= config.steps:
-                break
             x = torch.from_numpy(model_inputs(lr, info.ratio, hr.shape[1])[:, None, :])
             y = torch.from_numpy(hr[:, None, :])
             x, y = x.to(device), y.to(device)
@@ -366,13 +382,24 @@ def train_audio_unet(
                 losses, mses = [], []
                 _write_metrics(run_dir, rows)
             if step % config.checkpoint_every == 0 or step == config.steps:
-                extra = {"step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch}
+                extra = {
+                    "step": step,
+                    "epoch": epoch,
+                    "batch_in_epoch": batch_in_epoch,
+                    "losses": losses,
+                    "mses": mses,
+                }
                 _save_checkpoint(run_dir, model, optimizer, generator, extra)
             if progress is not None:
                 progress(step / config.steps)
+            if step >= config.steps:
+                break
         else:
             epoch, batch_in_epoch = epoch + 1, 0
 
+    # Whole epochs trained: from the counters the checkpoint holds, so a run resumed from its
+    # last checkpoint reports (and stamps) the same number as an uninterrupted one.
+    epochs = epoch + int(batch_in_epoch >= batches_per_epoch(shards, config.batch_size))
     save_model(run_dir, model, model_config)
     write_json_atomic(
         run_dir / "train.json",
@@ -382,7 +409,7 @@ def train_audio_unet(
     return {
         "run_dir": str(run_dir),
         "steps": step,
-        "epochs": epoch,
+        "epochs": epochs,
         "parameters": model.num_parameters(),
         "final_mse": last.get("mse", math.nan),
         "eval_snr_db": last.get("eval_snr_db", math.nan),

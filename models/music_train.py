@@ -4,7 +4,14 @@ with warm-up and cosine decay, gradient clipping, resumable runs.
 A run directory holds the checkpoint (model.safetensors, config.json, train_state.*,
 memory.safetensors), train_config.json and metrics.parquet; a killed run started again on the
 same directory replays the data stream to its last checkpoint and goes on from there, giving the
-same weights as an uninterrupted run.
+same bytes (weights, metrics) as an uninterrupted run.
+
+A checkpoint is several files that must agree (weights, memory and metrics of step N with the
+optimizer state of step N), so it is committed as one: its files are written into
+`checkpoint.pending/`, a `commit.json` listing them is written last, then each is moved over the
+run's own file. A kill before the commit record leaves the previous checkpoint whole (the pending
+directory is discarded on resume); a kill after it is rolled forward on resume (the remaining
+files are moved), so no mix of two steps is ever resumed from.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +48,8 @@ from models.music_transformer import MusicConfig, MusicTransformer, pick_device
 MEMORY_FILE = "memory.safetensors"
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_PARQUET = "metrics.parquet"
+PENDING_DIR = "checkpoint.pending"
+COMMIT_FILE = "commit.json"
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -179,6 +190,7 @@ def train(
     model = MusicTransformer(model_cfg, generator=init_generator).to(device)
     optimizer = make_optimizer(model, train_cfg)
 
+    finish_checkpoint(run_dir)  # a checkpoint a kill interrupted: completed or discarded
     state = load_train_state(run_dir, optimizer)
     start = 0 if state is None else int(state["step"])
     mems: list[torch.Tensor] = []
@@ -251,6 +263,8 @@ def train(
             )
             log(f"step {done}/{train_cfg.steps} loss {rows[-1]['train_loss']:.4f}")
             sums["window"] = [0.0, 0]
+        if last:  # the closing epoch row goes into the last checkpoint with everything else
+            rows.append(_epoch_row(done, epoch, tokens_per_step, sums["epoch"]))
         if done % train_cfg.checkpoint_every == 0 or done == end:
             extra = {"step": done, "epoch": epoch, "sums": sums}
             _checkpoint(run_dir, model, optimizer, mems, rows, extra)
@@ -259,9 +273,6 @@ def train(
 
     seconds = time.perf_counter() - started
     finished = end == train_cfg.steps
-    if finished and start < end:
-        rows.append(_epoch_row(end, epoch, tokens_per_step, sums["epoch"]))
-        _write_metrics(run_dir, rows)
     return {
         "run_dir": str(run_dir),
         "steps": end,
@@ -291,8 +302,30 @@ def _epoch_row(step: int, epoch: int, tokens_per_step: int, loss_sum: list) -> d
 
 
 def _checkpoint(run_dir, model, optimizer, mems, rows, extra) -> None:
-    # Weights and memory first, the train state last: its presence marks a complete checkpoint.
-    save_model(run_dir, model, model.cfg)
-    _save_memory(run_dir, mems)
-    _write_metrics(run_dir, rows)
-    save_train_state(run_dir, optimizer, extra)
+    """Write a checkpoint beside the run, commit it, then move it into place (module doc)."""
+    pending = run_dir / PENDING_DIR
+    if pending.exists():
+        shutil.rmtree(pending)
+    save_model(pending, model, model.cfg)
+    _save_memory(pending, mems)
+    _write_metrics(pending, rows)
+    save_train_state(pending, optimizer, extra)
+    files = sorted(p.name for p in pending.iterdir() if p.is_file())
+    write_json_atomic(pending / COMMIT_FILE, {"files": files, "step": extra["step"]})
+    finish_checkpoint(run_dir)
+
+
+def finish_checkpoint(run_dir: str | Path) -> None:
+    """Complete a committed checkpoint left in `run_dir/checkpoint.pending/` (move its files
+    over the run's), or discard one a kill cut short before its commit record."""
+    run_dir = Path(run_dir)
+    pending = run_dir / PENDING_DIR
+    if not pending.is_dir():
+        return
+    commit = pending / COMMIT_FILE
+    if commit.exists():
+        for name in json.loads(commit.read_text())["files"]:
+            if (pending / name).exists():  # moved already when a kill came mid-way
+                os.replace(pending / name, run_dir / name)
+        commit.unlink()
+    shutil.rmtree(pending)

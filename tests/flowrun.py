@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -46,7 +47,11 @@ def flow_env(api_url: str) -> dict[str, str]:
     return env
 
 
-def flow_command(track: Track, corpus: Path, data_dir: Path, *extra: str) -> list[str]:
+def flow_command(
+    track: Track, corpus: Path, data_dir: Path, *extra: str, stages: Sequence[str] = ("data",)
+) -> list[str]:
+    """`python -m flows.<track>` on `corpus` into `data_dir`, running `stages` (data only,
+    unless told otherwise)."""
     return [
         sys.executable,
         "-m",
@@ -56,7 +61,7 @@ def flow_command(track: Track, corpus: Path, data_dir: Path, *extra: str) -> lis
         "--data-dir",
         str(data_dir),
         "--stages",
-        "data",
+        *stages,
         *extra,
     ]
 

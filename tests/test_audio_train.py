@@ -125,3 +125,51 @@ def test_missing_pairs_and_unfit_patches_are_clear_errors(tmp_path: Path, tiny_s
     wrong_ratio = preset("tiny", ratio=2, hr_rate=16000, patch=2048)
     with pytest.raises(ValueError, match="pairs at ratio 4 with patch 2048 do not fit"):
         train_audio_unet(tiny_set, tmp_path / "run", small_config(), wrong_ratio)
+
+
+def _run_files(run_dir: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(run_dir).as_posix(): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
+    audio_data_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checkpoints every 5 steps, rows every 4 (quick's 50 and 20 have the same trouble): a
+    run resumed from step 10 still averages the loss of steps 9-12 into row 12, a run killed
+    between the last checkpoint's pointer and the removal of the older checkpoint leaves no
+    stale one behind, and the summary (stamped by the task) is the same."""
+    import models.audio_train as audio_train
+
+    pairs = audio_data_dir / "audio" / "pairs"
+    config = small_config(steps=15, log_every=4, checkpoint_every=5)
+    straight = train_audio_unet(pairs, tmp_path / "straight", config)
+
+    def kill_at_step_12(fraction: float) -> None:
+        if fraction >= 12 / 15:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_audio_unet(pairs, tmp_path / "killed", config, progress=kill_at_step_12)
+    real_prune = audio_train._prune_checkpoints
+
+    def prune_unless_last(run_dir: Path, keep: str) -> None:
+        if keep == "step-0000015":  # the pointer names the last checkpoint; step 10 remains
+            raise Killed
+        real_prune(run_dir, keep)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(audio_train, "_prune_checkpoints", prune_unless_last)
+        train_audio_unet(pairs, tmp_path / "killed", config)
+    assert (tmp_path / "killed" / "checkpoint" / "step-0000010").exists()
+    resumed = train_audio_unet(pairs, tmp_path / "killed", config)
+    assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
+    ignore = {"seconds", "run_dir"}
+    assert {k: v for k, v in resumed.items() if k not in ignore} == {
+        k: v for k, v in straight.items() if k not in ignore
+    }

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import stat
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -143,6 +144,8 @@ def test_midi_faults_are_real(corpora):
     assert magic.path.read_bytes()[:4] == b"RIFF"
     (drums,) = by_kind(entries, "midi_only_drums")
     assert all(t.is_drum for t in symusic.Score(str(drums.path)).tracks)
+    (tempo_zero,) = by_kind(entries, "midi_tempo_zero")
+    assert list(symusic.Score(str(tempo_zero.path)).tempos.numpy()["mspq"]) == [0]
 
 
 def test_score_faults_are_real(corpora):
@@ -216,6 +219,21 @@ def test_symbolic_reader_on_every_file(corpora):
             continue
         status = check_reader(entry, lambda p: read_piece(p, max_notes))
         assert_expected(entry, status)
+
+
+def test_zero_tempo_is_rejected_with_a_reason_and_no_warning(corpora):
+    """A 0 us tempo used to give numpy's divide-by-zero RuntimeWarning and an infinite tempo
+    column; it is a rejection that names the event, and nothing warns on the way."""
+    require_module("datasets/corpus.py")
+    from datasets.corpus import read_piece
+    from datasets.notes import RejectedInput
+
+    _, entries = corpora["symbolic"]
+    (entry,) = by_kind(entries, "midi_tempo_zero")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RejectedInput, match=r"invalid tempo: .*0 microseconds .* tick 0"):
+            read_piece(entry.path, None)
 
 
 def test_audio_reader_on_every_file(corpora):

@@ -1,13 +1,17 @@
-"""kill -9 at random points of each flow: no partial file is ever visible, and the rerun
+"""kill -9 at random points of each whole flow: no partial file is ever visible, and the rerun
 completes with outputs byte-identical to an uninterrupted run.
 
-Each flow runs as its users run it (`python -m flows.<track> ...`) in its own process group.
-An uninterrupted reference run records when files appear under the data dir; each trial starts
-a fresh run in the same data dir path, SIGKILLs the whole group at a seeded random moment in
-that busy window (odd trials kill the resuming rerun too), checks that every visible file
-parses, reruns to completion and compares
-every output byte for byte with the reference. Temporary files of atomic writes
-(`.<name>.<random>.tmp`) are not outputs; readers never look at them.
+Each flow runs as its users run it (`python -m flows.<track> ...`, every default stage: symbolic
+data, train, evaluate, generate; audio data, train, evaluate, superres) in its own process group,
+at the `tiny` profile so one run takes seconds. An uninterrupted reference run records when each
+file appears under the data dir, from its first write to its last (the busy window); each trial
+starts a fresh run in the same data dir path and SIGKILLs the whole group at a seeded random
+moment of that window, counted from the trial's own first write (so kills land in the data
+stage, in training between and during checkpoint writes, in evaluation and in generation; odd
+trials kill the resuming rerun too). It then checks that every visible file parses, reruns to
+completion and compares every output byte for byte with the reference. Temporary files of
+atomic writes (`.<name>.<random>.tmp`) are not outputs; readers never look at them. Each trial
+prints where its kills landed (`pytest -s`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import soundfile as sf
 import symusic
 from faults import KINDS, Track
 from flowrun import (  # noqa: F401 - prefect_api_url is a fixture
+    FLOW_TIMEOUT_S,
     flow_command,
     kill_group,
     prefect_api_url,
@@ -36,9 +41,11 @@ from flowrun import (  # noqa: F401 - prefect_api_url is a fixture
 from safetensors import safe_open
 
 TRIALS = 20
-DEFAULT_TRIALS = 2  # per flow in the default run; the other 18 are slow-marked
+# The default run's trial per flow (the other 19 are slow-marked): an odd one, which kills the
+# run and then the rerun that resumes from its leftovers.
+DEFAULT_TRIALS = (1,)
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
-POLL_S = 0.05
+POLL_S = 0.02
 
 # A small corpus per track: good files (several parse batches, so there is work to kill in)
 # and a few bad ones, so rejections are written and cached too.
@@ -46,7 +53,22 @@ CORPUS_KINDS = {
     "symbolic": ["good_midi_files", "midi_truncated", "midi_zero_notes", "fs_duplicate_content"],
     "audio": ["good_audio_files", "audio_nan_samples", "audio_zero_length", "fs_duplicate_content"],
 }
-FLOW_ARGS = ["--limit", "1000", "--batch-size", "2", "--workers", "2"]
+STAGES = {
+    "symbolic": ["data", "train", "evaluate", "generate"],
+    "audio": ["data", "train", "evaluate", "superres"],
+}
+COMMON_ARGS = ["--profile", "tiny", "--limit", "1000", "--batch-size", "2", "--workers", "2"]
+# A short continuation: generation is one stage among four, not most of the run.
+FLOW_ARGS = {"symbolic": [*COMMON_ARGS, "--length", "64"], "audio": COMMON_ARGS}
+
+
+def stage_of(track: Track, relative: str) -> str:
+    """The stage that writes a file (for saying where a kill landed)."""
+    if relative.startswith("reports/") and relative != "reports/audio_signals.png":
+        return "generate" if track == "symbolic" else "superres"
+    if relative.startswith("models/"):
+        return "evaluate" if relative.endswith("/metrics.json") else "train"
+    return "data"
 
 
 def write_kill_corpus(root: Path, track: Track) -> None:
@@ -108,7 +130,7 @@ def diff(reference: dict[str, bytes], actual: dict[str, bytes]) -> list[str]:
 
 
 class Reference:
-    """An uninterrupted run: its outputs, and the window in which it wrote files."""
+    """An uninterrupted run: its outputs, when each file appeared, and how long it wrote."""
 
     def __init__(self, track: Track, base: Path, api_url: str) -> None:
         self.track = track
@@ -116,30 +138,50 @@ class Reference:
         self.data_dir = base / "data"
         self.api_url = api_url
         write_kill_corpus(self.corpus, track)
-        self.command = flow_command(track, self.corpus, self.data_dir, *FLOW_ARGS)
+        self.command = flow_command(
+            track, self.corpus, self.data_dir, *FLOW_ARGS[track], stages=STAGES[track]
+        )
         log = base / "reference.log"
         process = start_flow(self.command, api_url, log)
-        start, seen, changes = time.monotonic(), 0, []
+        start, appeared = time.monotonic(), {}
         try:
             while process.poll() is None:
-                count = sum(1 for _ in self.data_dir.rglob("*")) if self.data_dir.exists() else 0
-                if count != seen:
-                    seen = count
-                    changes.append(time.monotonic() - start)
-                if time.monotonic() - start > 600:
+                now = time.monotonic() - start
+                for path in visible_files(self.data_dir) if self.data_dir.exists() else []:
+                    appeared.setdefault(path.relative_to(self.data_dir).as_posix(), now)
+                if now > 600:
                     pytest.fail(f"reference {track} run still going after 600 s: {tail(log)}")
                 time.sleep(POLL_S)
         finally:
             kill_group(process)
         assert process.returncode == 0, tail(log)
-        # From just before the first file appears to just after the last one does: kills land
-        # while the flow writes, not during interpreter start-up or shutdown.
-        self.window = (max(0.0, changes[0] - 1.0), changes[-1] + 0.5) if changes else (0, 1)
         self.outputs = snapshot(self.data_dir)
         assert self.outputs, "the reference run wrote nothing"
         assert not partial_files(self.data_dir)
+        for name in self.outputs:  # written in the last poll interval
+            appeared.setdefault(name, time.monotonic() - start)
+        # Outputs in the order they appeared (files rewritten in place, such as checkpoints,
+        # count from their first version).
+        self.order = sorted(self.outputs, key=lambda name: appeared[name])
+        times = sorted(appeared.values())
+        self.first_write = times[0]
+        # From the first file to just after the last one: kills land while the flow writes,
+        # not during interpreter start-up or shutdown.
+        self.busy = times[-1] - times[0] + 0.5
+        self.stages = {stage: [] for stage in STAGES[track]}
+        for name in self.order:
+            self.stages[stage_of(track, name)].append(appeared[name])
         # Trials run at the very same path, so outputs that name paths compare equal.
         shutil.rmtree(self.data_dir)
+
+    def landed(self) -> str:
+        """Where a kill landed: the stage of the first reference output not yet written."""
+        files = visible_files(self.data_dir) if self.data_dir.exists() else []
+        present = {path.relative_to(self.data_dir).as_posix() for path in files}
+        for name in self.order:
+            if name not in present:
+                return f"in {stage_of(self.track, name)} (before {name})"
+        return "after the last write (in the flow's shutdown)"
 
 
 @pytest.fixture(scope="module")
@@ -150,29 +192,78 @@ def references() -> dict[Track, Reference]:
 
 def reference_for(track: Track, references: dict, tmp_path_factory, api_url: str) -> Reference:
     if track not in references:
-        references[track] = Reference(track, tmp_path_factory.mktemp(f"kill-{track}"), api_url)
+        reference = Reference(track, tmp_path_factory.mktemp(f"kill-{track}"), api_url)
+        references[track] = reference
+        print(f"\n{track} reference: first write at {reference.first_write:.1f} s after start;")
+        for stage, times in reference.stages.items():
+            first = f"{max(times[0] - reference.first_write, 0.0):.2f}" if times else "-"
+            last = f"{max(times[-1] - reference.first_write, 0.0):.2f}" if times else "-"
+            print(f"  {stage} files appear {first}..{last} s after it")
     return references[track]
+
+
+def file_stamps(data_dir: Path) -> set[tuple[str, int, int]]:
+    """Every file (temporary ones too) with its modification time and size."""
+    if not data_dir.exists():
+        return set()
+    stamps = set()
+    for path in data_dir.rglob("*"):
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # renamed or removed while we looked
+            continue
+        if path.is_file():
+            stamps.add((path.as_posix(), info.st_mtime_ns, info.st_size))
+    return stamps
+
+
+def run_and_kill(reference: Reference, offset: float, log: Path) -> str:
+    """Start the flow, SIGKILL its group `offset` seconds after its first write (a file new,
+    changed or removed since the start), and say where the kill landed.
+
+    The moment counts from the run's own first write, not from its start: start-up time (the
+    interpreter, Prefect, the server) varies more on a shared machine than the work does.
+    """
+    before = file_stamps(reference.data_dir)
+    process = start_flow(reference.command, reference.api_url, log)
+    started = time.monotonic()
+    first_write = None
+    while process.poll() is None:
+        now = time.monotonic()
+        if first_write is None and file_stamps(reference.data_dir) != before:
+            first_write = now
+        if first_write is not None and now >= first_write + offset:
+            break
+        if now - started > FLOW_TIMEOUT_S:
+            kill_group(process)
+            pytest.fail(f"{' '.join(reference.command)} still running after {FLOW_TIMEOUT_S} s")
+        time.sleep(POLL_S)
+    finished = process.poll() is not None
+    kill_group(process)
+    if finished:
+        return f"{offset:.2f} s after its first write: after the run ended"
+    return f"{offset:.2f} s after its first write, {reference.landed()}"
 
 
 def kill_and_rerun(reference: Reference, trial: int) -> None:
     """Odd trials kill twice (the run, then the rerun that resumes from its leftovers) before
     the final rerun; even trials once."""
     rng = random.Random(f"{reference.track}-{trial}")
+    # The first kills of the TRIALS trials are stratified: each falls in its own 1/TRIALS of
+    # the busy window (which one is a seeded shuffle), so together they cover all of it.
+    stratum = random.Random(reference.track).sample(range(TRIALS), TRIALS)[trial]
+    offsets = [reference.busy * (stratum + rng.random()) / TRIALS]
+    if trial % 2:
+        offsets.append(rng.uniform(0.0, reference.busy))
     log = reference.data_dir.parent / f"trial-{trial}.log"
     if reference.data_dir.exists():
         shutil.rmtree(reference.data_dir)
     kills = []
-    for _ in range(1 + trial % 2):
-        delay = rng.uniform(*reference.window)
-        process = start_flow(reference.command, reference.api_url, log)
-        deadline = time.monotonic() + delay
-        while process.poll() is None and time.monotonic() < deadline:
-            time.sleep(POLL_S)
-        finished = process.poll() is not None
-        kill_group(process)
-        kills.append(f"{delay:.2f} s ({'after' if finished else 'before'} the run ended)")
+    for offset in offsets:
+        kills.append(run_and_kill(reference, offset, log))
         broken = partial_files(reference.data_dir) if reference.data_dir.exists() else []
         assert not broken, f"trial {trial}: killed at {kills}, partial files:\n" + "\n".join(broken)
+    print(f"\n{reference.track} trial {trial}: killed at {'; then '.join(kills)}")
     rc = run_flow(reference.command, reference.api_url, log)
     assert rc == 0, f"trial {trial}: rerun after kills at {kills} failed:\n{tail(log)}"
     problems = diff(reference.outputs, snapshot(reference.data_dir))
@@ -184,7 +275,7 @@ def kill_and_rerun(reference: Reference, trial: int) -> None:
 
 
 TRIAL_PARAMS = [
-    pytest.param(i, marks=pytest.mark.slow) if i >= DEFAULT_TRIALS else i for i in range(TRIALS)
+    i if i in DEFAULT_TRIALS else pytest.param(i, marks=pytest.mark.slow) for i in range(TRIALS)
 ]
 
 

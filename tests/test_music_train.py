@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -149,3 +150,67 @@ def test_same_seed_same_run_and_resume_continues_it(symbolic, tmp_path):
     assert steps == list(range(5, 25, 5)) + [24]
     assert any(row["kind"] == "epoch" for row in metrics)
     assert json.loads((tmp_path / "a" / "train_config.json").read_text())["steps"] == 24
+
+
+class Killed(Exception):
+    """Stands in for a SIGKILL at one point of a checkpoint."""
+
+
+def _run_files(run_dir: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(run_dir).as_posix(): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("where", ["after the weights", "while moving files in", "after the end"])
+def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
+    symbolic, tmp_path, monkeypatch, where
+):
+    """A checkpoint is several files; a kill between them must not leave weights of one step
+    beside the optimizer state of another, and a kill after the last step must not lose the
+    closing epoch row: the resumed run ends with every file byte-identical."""
+    import models.music_train as music_train
+
+    paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
+    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
+    train_cfg = TrainConfig.preset("tiny", steps=24, checkpoint_every=8, valid_every=8)
+    train(tmp_path / "straight", *paths, model_cfg, train_cfg)
+
+    progress = None
+    with monkeypatch.context() as patch:
+        if where == "after the weights":  # step 16's weights are written, not its state
+            real_save, saves = music_train.save_model, []
+
+            def save_model_then_die(directory, model, config):
+                real_save(directory, model, config)
+                saves.append(directory)
+                if len(saves) == 2:  # step 8's checkpoint, then step 16's
+                    raise Killed
+
+            patch.setattr(music_train, "save_model", save_model_then_die)
+        elif where == "while moving files in":  # step 16 committed, two of its files moved
+            real_replace, moves = os.replace, []
+
+            def replace_then_die(src, dst):
+                source = Path(src)  # temp files of atomic writes start with "."
+                if source.parent.name == music_train.PENDING_DIR and source.name[0] != ".":
+                    moves.append(source.name)
+                    if len(moves) == 6 + 3:  # 6 files a checkpoint; step 8's, then 2 of 16's
+                        raise Killed
+                real_replace(src, dst)
+
+            patch.setattr(music_train.os, "replace", replace_then_die)
+        else:
+
+            def progress(fraction: float) -> None:  # right after the last checkpoint
+                if fraction == 1.0:
+                    raise Killed
+
+        with pytest.raises(Killed):
+            train(tmp_path / "killed", *paths, model_cfg, train_cfg, progress)
+    resumed = train(tmp_path / "killed", *paths, model_cfg, train_cfg)
+    assert resumed["finished"]
+    assert not (tmp_path / "killed" / music_train.PENDING_DIR).exists()
+    assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
