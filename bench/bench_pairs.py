@@ -4,9 +4,11 @@ The reference recipe (re-implemented from its description, not copied): `librosa
 target rate, crop to a multiple of the scale, `scipy.signal.decimate` (order-8 Chebyshev I),
 cubic-spline interpolation back to full length (`scipy.interpolate.splrep`/`splev`), cut
 patches with a stride, keep every patch in memory and write them to one HDF5 file (`data` =
-interpolated low-res, `label` = high-res). Ours: soundfile + streamed soxr, `degrade`, the lr
-signal cached per file, then every Parquet shard planned from the patch counts and cut, encoded
-and written whole on one of the shard-writer threads (one per core).
+interpolated low-res, `label` = high-res). Ours: the inventory hashed on threads, soundfile +
+streamed soxr, `degrade`, the lr signal cached per file, then every Parquet shard planned from
+the patch counts and cut, encoded (zstd -1) and written whole on one of the shard-writer threads
+(one per core); files are renamed into place unsynced and the filesystem is synced once at the
+end of the stage.
 
 Sides run interleaved, `--repeat` times each; the table gives the median wall and CPU seconds
 of each side (CPU: all threads of the process, so load from others shows in wall, not CPU).

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,19 @@ def tokenize_code_version() -> str:
     return code_version(datasets.tokenizer, datasets.augment, sys.modules[__name__])
 
 
+def hash_threads(n_files: int) -> int:
+    """Threads that hash an inventory: one per core, at most 4 (hashing is memory-bound)."""
+    return max(1, min(4, os.cpu_count() or 1, n_files))
+
+
+def _try_sha256(entry: dict[str, Any]) -> tuple[str, str]:
+    """The file's sha256, or "" and why it could not be read."""
+    try:
+        return sha256_file(entry["file"]), ""
+    except OSError as exc:
+        return "", str(exc.strerror or exc)
+
+
 def inventory(
     paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str], max_file_bytes: int
 ) -> list[dict[str, Any]]:
@@ -104,24 +118,29 @@ def inventory(
             }
         )
     entries.sort(key=lambda entry: entry["path"])
-    first_by_sha: dict[str, str] = {}
+    to_hash = []
     for entry in entries:
         if entry["status"] == "rejected":
             continue
         if entry["size_bytes"] == 0:
             entry["status"], entry["reason"] = "rejected", "empty file (0 bytes)"
-            continue
-        if entry["size_bytes"] > max_file_bytes:
+        elif entry["size_bytes"] > max_file_bytes:
             entry["status"] = "rejected"
             entry["reason"] = (
                 f"file is {entry['size_bytes']} bytes, over max_file_bytes={max_file_bytes}; "
                 "raise the limit to include it"
             )
-            continue
-        try:
-            entry["sha256"] = sha256_file(entry["file"])
-        except OSError as exc:
-            entry["status"], entry["reason"] = "rejected", f"cannot read it: {exc.strerror or exc}"
+        else:
+            to_hash.append(entry)
+    # hashlib releases the GIL: the files are hashed on threads, the results kept in path order.
+    with ThreadPoolExecutor(hash_threads(len(to_hash))) as pool:
+        for entry, (digest, error) in zip(to_hash, pool.map(_try_sha256, to_hash), strict=True):
+            entry["sha256"] = digest
+            if error:
+                entry["status"], entry["reason"] = "rejected", f"cannot read it: {error}"
+    first_by_sha: dict[str, str] = {}
+    for entry in to_hash:
+        if entry["status"] == "rejected":
             continue
         if entry["sha256"] in first_by_sha:
             entry["status"] = "duplicate"

@@ -103,3 +103,15 @@ def test_regular_file_size_names_links_loops_and_fifos(tmp_path):
     assert "No such file" in io.regular_file_size(tmp_path / "dangling.mid")[1]
     assert "symbolic links" in io.regular_file_size(tmp_path / "loop.mid")[1]
     assert "not a regular file" in io.regular_file_size(tmp_path / "pipe.mid")[1]
+
+
+def test_atomic_path_without_fsync_and_one_sync(tmp_path, monkeypatch):
+    fsyncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd))
+    io.write_bytes_atomic(tmp_path / "a.bin", b"abc", durable=False)
+    assert fsyncs == [] and (tmp_path / "a.bin").read_bytes() == b"abc"
+    io.write_bytes_atomic(tmp_path / "b.bin", b"abc")
+    assert len(fsyncs) == 1
+    monkeypatch.undo()
+    io.sync_filesystem(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]

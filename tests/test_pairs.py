@@ -229,7 +229,10 @@ def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
         assert table.schema.field("lr").type == table.schema.field("hr").type
         assert table.schema.field("hr").type.value_type == pa.float32()
         meta = pq.ParquetFile(shard).metadata.row_group(0)
-        assert "BYTE_STREAM_SPLIT" in meta.column(4).encodings
+        for index in (4, 5):  # hr, lr: plain floats, zstd, no dictionary, no statistics
+            chunk = meta.column(index)
+            assert "PLAIN" in chunk.encodings and not any("DICT" in e for e in chunk.encodings)
+            assert chunk.compression == "ZSTD" and not chunk.is_stats_set
         hr_rows, lr_rows = column(table, "hr"), column(table, "lr")
         for k, (file_id, offset) in enumerate(
             zip(
@@ -243,3 +246,42 @@ def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
             np.testing.assert_array_equal(lr_rows[k], lr[offset // 4 : offset // 4 + 256])
         rows += table.num_rows
     assert rows == sum(r["n_patches"] for r in ok) > 5
+
+
+def test_stage_syncs_once_instead_of_per_file(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import datasets.pairs
+
+    fsyncs: list[int] = []
+    syncs: list[Path] = []
+    monkeypatch.setattr("os.fsync", lambda fd: fsyncs.append(fd))
+    real_sync = datasets.pairs.sync_filesystem
+    monkeypatch.setattr(
+        datasets.pairs, "sync_filesystem", lambda path: (syncs.append(Path(path)), real_sync(path))
+    )
+    build(corpus, tmp_path, PairSpec(ratio=4, patch=1024, stride=512))
+    assert fsyncs == [] and syncs == [tmp_path]  # one sync, after the last file is written
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_damaged_caches_are_redone(corpus: Path, tmp_path: Path) -> None:
+    """What a power cut before the stage's sync may leave: empty or short cache files."""
+    spec = PairSpec(ratio=4, patch=1024, stride=512)
+    first = build(corpus, tmp_path / "one", spec)
+    ok = sorted((r for r in first["records"] if r["status"] == "ok"), key=lambda r: r["file_id"])
+    data = tmp_path / "one"
+    lr_cache = data / ok[0]["lr_path"]
+    lr_cache.write_bytes(lr_cache.read_bytes()[: lr_cache.stat().st_size // 2])
+    stamps = sorted((data / "cache" / "audio" / "load").glob("*.json"))
+    stamps[0].write_bytes(b"")
+    wav = data / ok[1]["hr_path"]
+    wav.write_bytes(wav.read_bytes()[: wav.stat().st_size // 2])
+    again = build(corpus, data, spec)
+    by_id = {r["file_id"]: r for r in again["records"] if r["status"] == "ok"}
+    assert not by_id[ok[0]["file_id"]]["pairs_reused"]
+    assert not by_id[ok[1]["file_id"]]["reused"]
+    assert sum(not r["reused"] for r in again["records"] if r["load_key"]) >= 2
+    build(corpus, tmp_path / "two", spec)
+    for shard in sorted((tmp_path / "two" / "audio" / "pairs").glob("*.parquet")):
+        assert (data / "audio" / "pairs" / shard.name).read_bytes() == shard.read_bytes()
