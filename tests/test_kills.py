@@ -41,9 +41,9 @@ from flowrun import (  # noqa: F401 - prefect_api_url is a fixture
 from safetensors import safe_open
 
 TRIALS = 20
-# The default run's trial per flow (the other 19 are slow-marked): an odd one, which kills the
-# run and then the rerun that resumes from its leftovers.
-DEFAULT_TRIALS = (1,)
+# The default run's trials per flow (the other 18 are slow-marked): an odd one, which kills the
+# run and then the rerun that resumes from its leftovers, and an even one, which kills once.
+DEFAULT_TRIALS = (1, 2)
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
 POLL_S = 0.02
 
