@@ -91,11 +91,18 @@ def iter_audio(
     try:
         with sf.SoundFile(os.fsencode(path)) as handle:
             for block in handle.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
-                # One channel is already mono: a view, not a mean over one column.
-                mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-                if not np.isfinite(mono).all():
-                    bad = decoded + int(np.argmin(np.isfinite(mono)))
+                # Checked per channel before mixing: +inf and -inf would average to NaN.
+                finite = np.isfinite(block).all(axis=1)
+                if not finite.all():
+                    bad = decoded + int(np.argmin(finite))
                     raise RejectedInput(path, f"non-finite sample (NaN or inf) at frame {bad}")
+                # One channel is already mono: a view, not a mean over one column. Channels are
+                # summed in float64: huge but finite float samples overflow a float32 sum to inf.
+                mono = (
+                    block[:, 0]
+                    if block.shape[1] == 1
+                    else block.mean(axis=1, dtype=np.float64).astype(np.float32)
+                )
                 decoded += len(mono)
                 yield mono if resampler is None else resampler.resample_chunk(mono)
     except sf.LibsndfileError as exc:

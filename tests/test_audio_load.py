@@ -47,6 +47,22 @@ def test_channels_are_averaged(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_audio(tmp_path / "s.wav", 16000), left / 2, atol=1e-7)
 
 
+def test_huge_finite_float_samples_mix_without_overflow(tmp_path: Path) -> None:
+    huge = np.full((100, 2), 3e38, dtype=np.float32)
+    sf.write(str(tmp_path / "huge.wav"), huge, 16000, "FLOAT")
+    with np.errstate(all="raise"):
+        mono = load_audio(tmp_path / "huge.wav", 16000)
+    np.testing.assert_array_equal(mono, np.float32(3e38))
+
+
+def test_opposite_infinities_in_two_channels_are_rejected_without_a_warning(tmp_path: Path) -> None:
+    stereo = np.zeros((100, 2), dtype=np.float32)
+    stereo[7] = [np.inf, -np.inf]
+    sf.write(str(tmp_path / "inf.wav"), stereo, 16000, "FLOAT")
+    with np.errstate(all="raise"), pytest.raises(RejectedInput, match="at frame 7"):
+        load_audio(tmp_path / "inf.wav", 16000)
+
+
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
