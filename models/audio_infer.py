@@ -29,11 +29,13 @@ DEFAULT_CHUNK = 16384
 DEFAULT_OVERLAP = 2048
 
 
-def load_model(run_dir: str | Path) -> AudioUNet:
-    """A trained model from a checkpoint directory, in eval mode."""
+def load_model(run_dir: str | Path, device: str | None = None) -> AudioUNet:
+    """A trained model from a checkpoint directory, in eval mode, on `device` (default: the GPU
+    when there is one; the paper-size model is minutes per file on a CPU)."""
     config = load_config(run_dir, AudioUNetConfig)
     model = load_weights(run_dir, AudioUNet(config))
-    return model.eval()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval()
 
 
 def crossfade_window(length: int, overlap: int) -> np.ndarray:

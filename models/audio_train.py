@@ -117,7 +117,17 @@ def profile_config(profile: str, seed: int, **overrides: Any) -> AudioTrainConfi
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     config = dataclasses.replace(PROFILES[profile], seed=seed)
     if profile == "full" and torch.cuda.is_available():
-        config = dataclasses.replace(config, preset="paper", batch_size=32)
+        # The paper's model with its Adam learning rate (1e-3 suits the small CPU model); 8200
+        # steps of 32 patches are 12.7 epochs of the chorale renders, 16.7 min on one H100.
+        config = dataclasses.replace(
+            config,
+            preset="paper",
+            batch_size=32,
+            lr=3e-4,
+            steps=8200,
+            log_every=200,
+            checkpoint_every=1000,
+        )
     return dataclasses.replace(config, **overrides)
 
 

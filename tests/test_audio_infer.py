@@ -93,8 +93,9 @@ def write_run(run_dir: Path, model: AudioUNet) -> Path:
 
 def test_saved_model_round_trips(tmp_path: Path) -> None:
     model = busy_model()
-    loaded = load_model(write_run(tmp_path / "run", model))
+    loaded = load_model(write_run(tmp_path / "run", model), device="cpu")
     assert not loaded.training
+    assert next(loaded.parameters()).device.type == "cpu"
     x = torch.randn(1, 1, 256)
     assert torch.equal(model(x), loaded(x))
 

@@ -15,6 +15,7 @@ from models.audio_train import (
     AudioTrainConfig,
     iter_epoch,
     pair_shards,
+    profile_config,
     read_pairs_info,
     stft_loss,
     train_audio_unet,
@@ -173,3 +174,15 @@ def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
     assert {k: v for k, v in resumed.items() if k not in ignore} == {
         k: v for k, v in straight.items() if k not in ignore
     }
+
+
+def test_full_profile_takes_the_paper_model_and_its_settings_on_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cpu = profile_config("full", 0)
+    assert (cpu.preset, cpu.batch_size, cpu.lr) == ("full", 8, 1e-3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = profile_config("full", 3, steps=10)
+    assert (gpu.preset, gpu.batch_size, gpu.lr, gpu.seed) == ("paper", 32, 3e-4, 3)
+    assert gpu.steps == 10  # an override still wins over the GPU defaults
+    assert profile_config("quick", 0).preset == "quick"
