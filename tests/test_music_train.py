@@ -214,3 +214,43 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
     assert resumed["finished"]
     assert not (tmp_path / "killed" / music_train.PENDING_DIR).exists()
     assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
+
+
+def test_a_finished_run_keeps_the_weights_of_its_best_validation(symbolic, tmp_path, monkeypatch):
+    """Validation at steps 8, 16, 24 scores 3.0, 2.0, 2.5: the finished run's model is step
+    16's, whether or not the run was stopped and resumed on the way."""
+    import models.music_train as music_train
+
+    paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
+    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
+    train_cfg = TrainConfig.preset(
+        "tiny", steps=24, log_every=4, checkpoint_every=12, valid_every=8
+    )
+    scripted = {8: 3.0, 16: 2.0, 24: 2.5}
+    done = [0]  # the last step `progress` reported; validation comes in the step after it
+
+    def progress(fraction: float) -> None:
+        done[0] = round(fraction * train_cfg.steps)
+
+    monkeypatch.setattr(
+        music_train, "evaluate", lambda *args, **kwargs: {"nll": scripted[done[0] + 1]}
+    )
+    result = train(tmp_path / "straight", *paths, model_cfg, train_cfg, progress)
+    assert (result["best_step"], result["best_valid_nll"]) == (16, 2.0)
+    done[0] = 0
+    train(tmp_path / "at16", *paths, model_cfg, train_cfg, progress, stop_at=16)
+    step16 = (tmp_path / "at16" / "model.safetensors").read_bytes()
+    straight = tmp_path / "straight"
+    assert (straight / "model.safetensors").read_bytes() == step16
+    assert (straight / music_train.BEST_FILE).read_bytes() == step16
+    state = json.loads((straight / "train_state.json").read_text())["extra"]
+    assert state["best"] == {"step": 16, "valid_nll": 2.0}
+    valid = [r["valid_nll"] for r in pq.read_table(straight / "metrics.parquet").to_pylist()]
+    assert [v for v in valid if v is not None] == [3.0, 2.0, 2.5]
+
+    done[0] = 0
+    train(tmp_path / "resumed", *paths, model_cfg, train_cfg, progress, stop_at=20)
+    done[0] = 20
+    resumed = train(tmp_path / "resumed", *paths, model_cfg, train_cfg, progress)
+    assert resumed["best_step"] == 16
+    assert _run_files(tmp_path / "resumed") == _run_files(straight)
