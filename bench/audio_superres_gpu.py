@@ -149,13 +149,13 @@ def start(data_dir: Path, minutes: float) -> None:
     per_step = seconds_per_step()
     steps = int(minutes * 60 / per_step / 100) * 100
     print(f"{per_step * 1000:.0f} ms a step -> {steps} steps", flush=True)
-    log = open(data_dir / "train.log", "w")  # noqa: SIM115 - handed to the child
-    subprocess.Popen(
-        [sys.executable, __file__, "train", "--data-dir", str(data_dir), "--steps", str(steps)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(data_dir / "train.log", "w") as log:  # the child keeps its own copy of the fd
+        subprocess.Popen(
+            [sys.executable, __file__, "train", "--data-dir", str(data_dir), "--steps", str(steps)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def train(data_dir: Path, steps: int) -> None:

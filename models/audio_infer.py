@@ -23,7 +23,7 @@ from datasets.io import atomic_path
 from datasets.signals import sinc_upsample, spline_upsample
 from models.audio_metrics import evaluate_pair, log_power_spectrogram
 from models.audio_unet import AudioUNet, AudioUNetConfig
-from models.checkpoint import load_config, load_weights
+from models.checkpoint import load_config, load_weights, pick_device
 
 DEFAULT_CHUNK = 16384
 DEFAULT_OVERLAP = 2048
@@ -34,8 +34,7 @@ def load_model(run_dir: str | Path, device: str | None = None) -> AudioUNet:
     when there is one; the paper-size model is minutes per file on a CPU)."""
     config = load_config(run_dir, AudioUNetConfig)
     model = load_weights(run_dir, AudioUNet(config))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval()
+    return model.to(device or pick_device()).eval()
 
 
 def crossfade_window(length: int, overlap: int) -> np.ndarray:

@@ -41,6 +41,7 @@ from models.checkpoint import (
     load_config,
     load_train_state,
     load_weights,
+    pick_device,
     save_model,
     save_train_state,
 )
@@ -311,7 +312,7 @@ def train_audio_unet(
     run_dir = Path(run_dir)
     info = read_pairs_info(pairs_dir)
     shards = pair_shards(pairs_dir, "train")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or pick_device().type
     generator = torch.Generator().manual_seed(config.seed)
 
     checkpoint = _latest_checkpoint(run_dir)

@@ -27,6 +27,11 @@ STATE_JSON_FILE = "train_state.json"
 ConfigT = TypeVar("ConfigT")
 
 
+def pick_device() -> torch.device:
+    """Where models train and load by default: the GPU when there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def save_model(directory: str | Path, model: torch.nn.Module, config: Any) -> Path:
     """Write weights and config; the config file is written last and marks a complete save."""
     directory = Path(directory)

@@ -45,12 +45,13 @@ from models.checkpoint import (
     load_config,
     load_train_state,
     load_weights,
+    pick_device,
     save_model,
     save_train_state,
 )
 from models.music_data import IGNORE, lane_segments, shuffled_pieces, targets_of
 from models.music_eval import evaluate
-from models.music_transformer import MusicConfig, MusicTransformer, pick_device
+from models.music_transformer import MusicConfig, MusicTransformer
 
 MEMORY_FILE = "memory.safetensors"
 TRAIN_CONFIG_FILE = "train_config.json"
@@ -328,7 +329,7 @@ def _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last) ->
     save_model(pending, model, model.cfg)
     if improved:
         shutil.copyfile(pending / MODEL_FILE, pending / BEST_FILE)
-    elif last and extra["best"] is not None:
+    elif last:  # the last step is always validated, so a best exists
         shutil.copyfile(run_dir / BEST_FILE, pending / MODEL_FILE)
     _save_memory(pending, mems)
     _write_metrics(pending, rows)

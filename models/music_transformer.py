@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.checkpoint import load_config, load_weights
+from models.checkpoint import load_config, load_weights, pick_device
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,6 @@ class MusicConfig:
         """How many past tokens (including itself) a token can attend to."""
         span = self.seg_len + self.mem_len
         return min(span, self.window) if self.window else span
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def sinusoid(distances: torch.Tensor, dim: int) -> torch.Tensor:
