@@ -88,7 +88,7 @@ class TrainConfig:
     valid_pieces: int = 32  # valid pieces scored during training (the full split at the end)
     shuffle_buffer: int = 256
     seed: int = 0
-    bf16: bool = False  # autocast on CPU; on CUDA bf16 autocast is always used
+    bf16: bool = False  # autocast on a CPU with native bf16; on CUDA bf16 is always used
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": dict(steps=60, batch_size=4, lr=3e-3, warmup=5, log_every=5, checkpoint_every=20),
@@ -147,8 +147,14 @@ def make_optimizer(model: MusicTransformer, cfg: TrainConfig) -> torch.optim.Ada
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it, autocast
+    emulates bf16 and a step costs 8x fp32 (measured on a 2-core AVX2 EPYC)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def autocast(device: torch.device, bf16: bool):
-    enabled = device.type == "cuda" or bf16
+    enabled = device.type == "cuda" or (bf16 and cpu_has_bf16())
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 

@@ -53,7 +53,7 @@ class MusicConfig:
     PRESETS: ClassVar[dict[str, dict[str, int | float]]] = {
         "tiny": dict(n_layer=2, n_head=2, d_model=32, d_ff=64, seg_len=16, mem_len=16),
         "quick": dict(n_layer=2, n_head=4, d_model=96, d_ff=256, seg_len=64, mem_len=64),
-        # Real training sized for a CPU: 2-3k tokens/s with bf16 on one core. The large model
+        # Real training sized for a CPU: about 2.2k tokens/s on one AVX2 core. The large model
         # runs at a quarter of that, which puts its step budget out of a CPU's reach.
         "full": dict(
             n_layer=4, n_head=6, d_model=192, d_ff=768, seg_len=128, mem_len=128, dropout=0.1
