@@ -81,3 +81,34 @@ def serialize_chorale(chorale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     step_of = np.repeat(np.arange(len(steps)), VOICES)
     beats = np.concatenate([[0], step_of, [len(steps)]]).astype(np.int32)
     return tokens, beats
+
+
+def voice_ranges(chorales: list[np.ndarray]) -> np.ndarray:
+    """(VOICES, 2) lowest and highest pitch each voice sings across `chorales` (rests ignored)."""
+    steps = np.concatenate(chorales)
+    ranges = np.empty((VOICES, 2), dtype=np.int64)
+    for voice in range(VOICES):
+        sung = steps[:, voice][steps[:, voice] != REST]
+        ranges[voice] = (sung.min(), sung.max()) if len(sung) else (0, 127)
+    return ranges
+
+
+def fitting_transpositions(chorale: np.ndarray, ranges: np.ndarray) -> list[int]:
+    """The shifts in -6..+5 semitones that keep every voice of `chorale` inside its range
+    (`voice_ranges` of the training chorales): the keys this chorale could be sung in. 0 first."""
+    shifts = []
+    for shift in [0, *range(-6, 0), *range(1, 6)]:
+        fits = True
+        for voice in range(VOICES):
+            sung = chorale[:, voice][chorale[:, voice] != REST].astype(np.int64) + shift
+            if len(sung) and (sung.min() < ranges[voice, 0] or sung.max() > ranges[voice, 1]):
+                fits = False
+                break
+        if fits:
+            shifts.append(shift)
+    return shifts
+
+
+def transpose_chorale(chorale: np.ndarray, shift: int) -> np.ndarray:
+    """`chorale` moved by `shift` semitones; rests stay rests."""
+    return np.where(chorale == REST, REST, chorale + shift).astype(chorale.dtype)

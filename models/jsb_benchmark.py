@@ -28,7 +28,16 @@ from typing import Any
 import torch
 
 from datasets.io import write_json_atomic, write_parquet_atomic
-from datasets.jsb import JSB_BAR_STEPS, JSB_VOCAB_SIZE, REST, load_jsb, serialize_chorale
+from datasets.jsb import (
+    JSB_BAR_STEPS,
+    JSB_VOCAB_SIZE,
+    REST,
+    fitting_transpositions,
+    load_jsb,
+    serialize_chorale,
+    transpose_chorale,
+    voice_ranges,
+)
 from datasets.symbolic import token_table
 from models.music_run import evaluate_run, profile_configs, train_with_baseline
 from models.music_train import TrainConfig, train
@@ -42,28 +51,38 @@ PUBLISHED = {
 }
 
 
-def write_jsb_tokens(jsb_path: str | Path, tokens_dir: str | Path) -> dict[str, int]:
+def write_jsb_tokens(
+    jsb_path: str | Path, tokens_dir: str | Path, transpose: bool = False
+) -> dict[str, int]:
     """Serialized chorales as tokens Parquet files (the symbolic data stage's schema; a note
-    there is one sounding voice at one 16th step here); returns rows per split."""
+    there is one sounding voice at one 16th step here); returns rows per split. With
+    `transpose`, each training chorale also appears in every other key its four voices can sing
+    (`fitting_transpositions` within the training split's voice ranges); valid and test stay
+    as given."""
     counts = {}
-    for split, chorales in load_jsb(jsb_path).items():
+    chorales_by_split = load_jsb(jsb_path)
+    ranges = voice_ranges(chorales_by_split["train"])
+    for split, chorales in chorales_by_split.items():
         rows = []
         for index, chorale in enumerate(chorales):
-            tokens, beats = serialize_chorale(chorale)
-            rows.append(
-                {
-                    "piece_id": f"{split}/{index:04d}",
-                    "split": split,
-                    "transpose": 0,
-                    "tokens": tokens.tolist(),
-                    "beats": beats.tolist(),
-                    "bar_steps": JSB_BAR_STEPS,
-                    "n_notes": int((chorale != REST).sum()),
-                    "n_moved": 0,
-                    "n_merged": 0,
-                    "n_dropped": 0,
-                }
-            )
+            augment = transpose and split == "train"
+            shifts = fitting_transpositions(chorale, ranges) if augment else [0]
+            for shift in shifts:
+                tokens, beats = serialize_chorale(transpose_chorale(chorale, shift))
+                rows.append(
+                    {
+                        "piece_id": f"{split}/{index:04d}",
+                        "split": split,
+                        "transpose": shift,
+                        "tokens": tokens.tolist(),
+                        "beats": beats.tolist(),
+                        "bar_steps": JSB_BAR_STEPS,
+                        "n_notes": int((chorale != REST).sum()),
+                        "n_moved": 0,
+                        "n_merged": 0,
+                        "n_dropped": 0,
+                    }
+                )
         write_parquet_atomic(Path(tokens_dir) / f"{split}.parquet", token_table(rows))
         counts[split] = len(rows)
     return counts
@@ -78,14 +97,19 @@ def run_jsb_benchmark(
     log: Callable[[str], None] = lambda message: None,
     steps: int | None = None,
     vanilla: bool = True,
+    transpose: bool = False,
+    dropout: float | None = None,
 ) -> dict[str, Any]:
     """Serialize, train (the model, and the vanilla baseline unless `vanilla` is False), score
     with the n-gram baseline too; writes out_dir/jsb_benchmark.json. `steps` overrides the
     profile's step count."""
     out_dir = Path(out_dir)
     tokens_dir = out_dir / "tokens"
-    pieces = write_jsb_tokens(jsb_path, tokens_dir)
-    model_cfg, train_cfg = profile_configs(profile, JSB_VOCAB_SIZE, seed, max_bar_steps=16)
+    pieces = write_jsb_tokens(jsb_path, tokens_dir, transpose)
+    overrides: dict[str, Any] = {} if dropout is None else {"dropout": dropout}
+    model_cfg, train_cfg = profile_configs(
+        profile, JSB_VOCAB_SIZE, seed, max_bar_steps=16, **overrides
+    )
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
     if vanilla:
@@ -125,6 +149,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the profile's steps")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla baseline")
+    parser.add_argument(
+        "--transpose", action="store_true", help="train on every key each chorale fits"
+    )
+    parser.add_argument("--dropout", type=float, default=None, help="override the dropout")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
@@ -137,6 +165,8 @@ def main() -> None:
         log=print,
         steps=args.steps,
         vanilla=not args.no_vanilla,
+        transpose=args.transpose,
+        dropout=args.dropout,
     )
     print(json.dumps(result, indent=2))
 

@@ -15,8 +15,11 @@ from datasets.jsb import (
     JSB_PITCH_OFFSET,
     JSB_REST,
     REST,
+    fitting_transpositions,
     load_jsb,
     serialize_chorale,
+    transpose_chorale,
+    voice_ranges,
 )
 from models.jsb_benchmark import PUBLISHED, run_jsb_benchmark, write_jsb_tokens
 from models.music_data import read_pieces
@@ -86,6 +89,30 @@ def test_tokens_files_keep_coconets_split(tmp_path):
     assert [p.piece_id for p in valid] == ["valid/0000", "valid/0001"]
     assert len(valid[0].tokens) == 2 + 4 * 32
     assert valid[0].bar_steps == 16
+
+
+def test_transpositions_keep_every_voice_in_its_range():
+    ranges = np.array([[60, 76], [55, 70], [48, 64], [40, 60]])
+    piece = np.array([[72, 67, 64, 48], [74, REST, 62, 50]])
+    # Soprano may go up 2 (to 76) and down 12 but the window is -6..+5; tenor up 0 (64 is its
+    # top), bass down 8, alto up 3: so only shifts -6..0 fit, 0 listed first.
+    assert fitting_transpositions(piece, ranges) == [0, -6, -5, -4, -3, -2, -1]
+    moved = transpose_chorale(piece, -2)
+    assert moved.tolist() == [[70, 65, 62, 46], [72, REST, 60, 48]]
+    assert voice_ranges([piece, moved]).tolist() == [[70, 74], [65, 67], [60, 64], [46, 50]]
+
+
+def test_transposed_training_keeps_valid_and_test_as_given(tmp_path):
+    jsb = write_jsb(tmp_path / "jsb.json")
+    counts = write_jsb_tokens(jsb, tmp_path / "tokens", transpose=True)
+    plain = write_jsb_tokens(jsb, tmp_path / "plain")
+    assert counts["train"] > plain["train"] and counts["valid"] == 2 and counts["test"] == 2
+    for split in ("valid", "test"):
+        name = f"{split}.parquet"
+        assert (tmp_path / "tokens" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
+    train = list(read_pieces(tmp_path / "tokens" / "train.parquet"))
+    assert {p.transpose for p in train} >= {0, -1, 1}
+    assert len({(p.piece_id, p.transpose) for p in train}) == len(train)
 
 
 def test_benchmark_run_reports_nll_beside_the_published_figures(tmp_path):
