@@ -137,7 +137,7 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
                 results[name] = future.result()
             except Exception as exc:  # the other flow's outputs still get reported
                 failures.append(exc)
-    report = publish_report("pipeline", params.data_dir, results)
+    report = publish_report("pipeline", params.data_dir, results, params.profile, params.seed)
     if failures:
         raise failures[0]
     return {"results": results, "report": report}

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from datasets.io import STAMP_FILE, read_stamp, sha256_file, sha256_json, write_stamp
-from tasks.report import flatten
+from models.report import flatten
 
 PACKAGES = ("flows", "tasks", "datasets", "models")
 # How the work is spread does not change what it produces.

@@ -26,6 +26,7 @@ from tasks.music import (
     generate_music,
     jsb_benchmark,
     music_run_dir,
+    train_music_baseline,
     train_music_model,
 )
 from tasks.symbolic import discover_task, parse_task, split_task, tokenize_task, write_task
@@ -165,6 +166,7 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
     result: dict[str, Any] = data_stage(params) if "data" in params.stages else {}
     if "train" in params.stages:
         result["run_dir"] = train_music_model(data_dir, params.profile, params.seed)["run_dir"]
+        train_music_baseline(data_dir, result["run_dir"], params.profile, params.seed)
     elif params.model:
         named = music_run_dir(data_dir, params.model)
         result["run_dir"] = str(named if named.is_dir() else Path(params.model))

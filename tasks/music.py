@@ -22,8 +22,8 @@ from datasets.render import render_midi_to_wav
 from datasets.tokenizer import Vocab
 from models.jsb_benchmark import PUBLISHED, run_jsb_benchmark
 from models.music_generate import continue_prompt, load_prompt, write_outputs
-from models.music_run import evaluate_run, profile_configs, train_with_baseline
-from models.music_train import METRICS_PARQUET
+from models.music_run import VANILLA_DIR, evaluate_run, profile_configs
+from models.music_train import METRICS_PARQUET, train
 from models.music_transformer import MusicTransformer
 from tasks.common import Progress, publish_table
 
@@ -46,31 +46,8 @@ def publish_training_table(key: str, run_dir: Path) -> None:
     publish_table(key, rows[::stride], description=f"training metrics of {run_dir}")
 
 
-@task(name="train-music-model", cache_policy=NO_CACHE)
-def train_music_model(
-    data_dir: str, profile: str, seed: int, run_name: str | None = None
-) -> dict[str, Any]:
-    """Train the model and its vanilla baseline (same token budget); resumes a killed run."""
-    logger = get_run_logger()
-    tokens_dir, vocab = symbolic_paths(data_dir)
-    run_dir = music_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
-    model_cfg, train_cfg = profile_configs(profile, vocab.size, seed)
-    # A run belongs to the tokens it was trained on: when the data stage has rebuilt them since
-    # (a file added, a parameter changed), the old run is stale and is trained afresh.
-    configs = [dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg)]
-    data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
-    recorded = read_stamp(run_dir)
-    if recorded is not None and recorded != data_key:
-        logger.warning("%s was trained on other tokens or settings; training it afresh", run_dir)
-        shutil.rmtree(run_dir)
-    logger.info("training %s: %s, %s", run_dir, model_cfg, train_cfg)
-    result = train_with_baseline(
-        run_dir, tokens_dir, model_cfg, train_cfg, Progress(f"train-{run_dir.name}"), logger.info
-    )
-    if result["finished"]:
-        write_stamp(run_dir, data_key)
-    publish_training_table(f"music-train-{run_dir.name}", run_dir)
-    logger.info(
+def _log_training(result: dict[str, Any]) -> None:
+    get_run_logger().info(
         "trained %d steps (%d tokens) in %.0f s at %.0f tokens/s on %s",
         result["steps"],
         result["tokens_trained"],
@@ -78,9 +55,51 @@ def train_music_model(
         result["tokens_per_s"],
         result["device"],
     )
-    return {key: value for key, value in result.items() if key != "vanilla"} | {
-        "vanilla_run_dir": result["vanilla"]["run_dir"]
-    }
+
+
+@task(name="train-music-model", cache_policy=NO_CACHE)
+def train_music_model(
+    data_dir: str, profile: str, seed: int, run_name: str | None = None
+) -> dict[str, Any]:
+    """Train the model (resuming a killed run); `train_music_baseline` trains its baseline."""
+    logger = get_run_logger()
+    tokens_dir, vocab = symbolic_paths(data_dir)
+    run_dir = music_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
+    model_cfg, train_cfg = profile_configs(profile, vocab.size, seed)
+    # A run belongs to the tokens it was trained on: when the data stage has rebuilt them since
+    # (a file added, a parameter changed), the old run (its baseline too) is trained afresh.
+    configs = [dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg)]
+    data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
+    recorded = read_stamp(run_dir)
+    if recorded is not None and recorded != data_key:
+        logger.warning("%s was trained on other tokens or settings; training it afresh", run_dir)
+        shutil.rmtree(run_dir)
+    logger.info("training %s: %s, %s", run_dir, model_cfg, train_cfg)
+    splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
+    progress = Progress(f"train-{run_dir.name}")
+    result = train(run_dir, *splits, model_cfg, train_cfg, progress, logger.info)
+    if result["finished"]:
+        write_stamp(run_dir, data_key)
+    publish_training_table(f"music-train-{run_dir.name}", run_dir)
+    _log_training(result)
+    return result
+
+
+@task(name="train-music-baseline", cache_policy=NO_CACHE)
+def train_music_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -> dict[str, Any]:
+    """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
+    batch: the same token budget) into `run_dir/baselines/vanilla_transformer`."""
+    tokens_dir, vocab = symbolic_paths(data_dir)
+    model_cfg, train_cfg = profile_configs(profile, vocab.size, seed)
+    baseline_dir = Path(run_dir) / VANILLA_DIR
+    splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
+    progress = Progress(f"train-{Path(run_dir).name}-vanilla")
+    logger = get_run_logger()
+    logger.info("training the vanilla baseline %s", baseline_dir)
+    result = train(baseline_dir, *splits, model_cfg.vanilla(), train_cfg, progress, logger.info)
+    publish_training_table(f"music-train-{Path(run_dir).name}-vanilla", baseline_dir)
+    _log_training(result)
+    return result
 
 
 @task(name="evaluate-music-model", cache_policy=NO_CACHE)

@@ -83,6 +83,8 @@ class PrefectStack:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # The scheduler's loop, 60 s by default: shortened so a test sees it work.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
             "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_LEVEL": "INFO",
@@ -180,6 +182,29 @@ class PrefectStack:
         raise TimeoutError(
             f"flow run {flow_run_id} not finished in {timeout}s:\n{self.log_tail('worker')}"
         )
+
+    def flow_runs(self, deployment_id: str, state_types: list[str] | None = None) -> list[dict]:
+        """Flow runs of a deployment, optionally only those in `state_types`."""
+        body: dict[str, Any] = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}}
+        if state_types:
+            body["flow_runs"]["state"] = {"type": {"any_": state_types}}
+        return self.api("POST", "/flow_runs/filter", body)
+
+    def wait_for_scheduled_runs(
+        self, deployment_id: str, count: int, timeout: float = 60.0
+    ) -> list[dict[str, Any]]:
+        """Wait until the server's scheduler has created `count` Scheduled runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.flow_runs(deployment_id, ["SCHEDULED"])
+            if len(runs) >= count or time.monotonic() > deadline:
+                return runs
+            time.sleep(1.0)
+
+    def tracebacks(self, name: str) -> list[str]:
+        """Tracebacks a process printed to its log, each with the 12 lines that follow it."""
+        lines = self.log_path(name).read_text(errors="replace").splitlines()
+        return ["\n".join(lines[i : i + 12]) for i, line in enumerate(lines) if "Traceback" in line]
 
     def artifacts(self, flow_run_id: str) -> list[dict[str, Any]]:
         body = {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}

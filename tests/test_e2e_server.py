@@ -1,6 +1,7 @@
 """End to end, as a user runs it: a real `prefect server start` (SQLite, temporary PREFECT_HOME),
-the process work pool, `prefect deploy --all` from prefect.yaml, a worker, one deployment run on
-a tiny corpus, checks through the API, then the run and its artifacts in headless Chromium.
+the process work pool, `prefect deploy --all` from prefect.yaml, the server's scheduler creating
+the nightly runs, a worker, one deployment run on a tiny corpus, checks through the API, then
+the run and its artifacts in headless Chromium.
 
 Every process the test starts (server, worker, browser) runs in its own process group and is
 stopped by the fixture, also when an assertion fails. Runs are judged by their API state and
@@ -36,6 +37,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     assert running.alive() == []
 
 
+@pytest.fixture(scope="module")
+def deployed(stack: PrefectStack) -> dict[str, dict]:
+    """The pool and every deployment of prefect.yaml, as `prefect deploy --all` makes them."""
+    prefect_yaml = (REPO_ROOT / "prefect.yaml").read_bytes()
+    stack.cli("work-pool", "create", POOL, "--type", "process")
+    stack.cli("deploy", "--all")
+    assert (REPO_ROOT / "prefect.yaml").read_bytes() == prefect_yaml, "deploy rewrote prefect.yaml"
+    return {d["name"]: d for d in stack.api("POST", "/deployments/filter", {})}
+
+
 def run_parameters(tmp_path: Path) -> dict:
     """The `pipeline` deployment's parameters, pointed at a tiny corpus (a flow-run override)."""
     midi, wav = write_corpora(tmp_path / "corpus", n_pieces=3)
@@ -56,25 +67,44 @@ def test_server_binds_loopback_by_default(stack: PrefectStack):
     assert listening_addresses(stack.port) == {"127.0.0.1"}
 
 
-def test_deploy_run_through_worker_and_see_it_in_the_ui(stack: PrefectStack, tmp_path: Path):
-    prefect_yaml = (REPO_ROOT / "prefect.yaml").read_bytes()
-    stack.cli("work-pool", "create", POOL, "--type", "process")
-    stack.cli("deploy", "--all")
-    assert (REPO_ROOT / "prefect.yaml").read_bytes() == prefect_yaml, "deploy rewrote prefect.yaml"
-
-    deployments = {d["name"]: d for d in stack.api("POST", "/deployments/filter", {})}
-    assert set(deployments) == DEPLOYMENTS
-    assert all(d["work_pool_name"] == POOL for d in deployments.values())
-    nightly = deployments["pipeline"]["schedules"]
+def test_deployments_match_prefect_yaml(deployed: dict[str, dict]):
+    assert set(deployed) == DEPLOYMENTS
+    assert all(d["work_pool_name"] == POOL for d in deployed.values())
+    nightly = deployed["pipeline"]["schedules"]
     assert [(s["schedule"]["cron"], s["active"]) for s in nightly] == [("0 2 * * *", True)]
-    schema = deployments["pipeline"]["parameter_openapi_schema"]
+    schema = deployed["pipeline"]["parameter_openapi_schema"]
     form = schema["definitions"]["PipelineParams"]["properties"]
     assert {"profile", "stages", "task_runner", "symbolic", "audio"} <= set(form)
     assert {"SymbolicParams", "AudioParams"} <= set(schema["definitions"])
-    pull = deployments["pipeline"]["pull_steps"][0]
+    pull = deployed["pipeline"]["pull_steps"][0]
     step = pull["prefect.deployments.steps.set_working_directory"]
     assert Path(step["directory"]) == REPO_ROOT
 
+
+def test_scheduler_creates_the_nightly_runs(stack: PrefectStack, deployed: dict[str, dict]):
+    """The server's scheduler, not only the cron string: after `prefect deploy --all` the active
+    nightly schedule gets its next runs (Prefect schedules at least 3 ahead), the inactive ones
+    none, and the server logs no traceback (SQLAlchemy 2.1 made every scheduler loop fail)."""
+    nightly = deployed["pipeline"]
+    runs = stack.wait_for_scheduled_runs(nightly["id"], count=3)
+    tracebacks = stack.tracebacks("server")
+    assert not tracebacks, tracebacks[0]
+    starts = sorted(run["expected_start_time"] for run in runs)
+    assert len(starts) >= 3, stack.log_tail("server")
+    assert all(start.endswith("T02:00:00Z") for start in starts), starts
+    assert len(set(starts)) == len(starts), "the scheduler made two runs for one time"
+    for name in DEPLOYMENTS - {"pipeline"}:
+        assert stack.flow_runs(deployed[name]["id"], ["SCHEDULED"]) == [], name
+    # Paused as docs/DEPLOY.md says: its scheduled runs go, so the worker below can never pick
+    # up a full-profile run.
+    (schedule,) = nightly["schedules"]
+    stack.cli("deployment", "schedule", "pause", "pipeline/pipeline", schedule["id"])
+    assert stack.flow_runs(nightly["id"], ["SCHEDULED"]) == []
+
+
+def test_deploy_run_through_worker_and_see_it_in_the_ui(
+    stack: PrefectStack, deployed: dict[str, dict], tmp_path: Path
+):
     stack.start_worker(POOL)
     flow_run_id = stack.run_deployment("pipeline", "pipeline", run_parameters(tmp_path))
     run = stack.wait_for_flow_run(flow_run_id, timeout=600)

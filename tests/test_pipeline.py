@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,18 @@ from flows.audio import AudioParams
 from flows.pipeline import PipelineParams, pipeline_flow, subflow_params
 from flows.reuse import flow_key
 from flows.symbolic import SymbolicParams
-from tasks.report import (
+from models.report import (
     MAX_EMBEDDED_PNG_BYTES,
     flatten,
+    long_rows,
     metric_rows,
+    output_rows,
     png_markdown,
     rejected_rows,
     report_markdown,
     report_pngs,
+    result_tables,
+    significant,
 )
 
 PNG_1X1 = base64.b64decode(
@@ -99,10 +104,98 @@ def test_pngs_are_embedded_as_data_uris_unless_too_big(tmp_path: Path):
     big.write_bytes(PNG_1X1 + bytes(MAX_EMBEDDED_PNG_BYTES))
     assert "not embedded" in png_markdown(big, "big")
     text = report_markdown(
-        "t", tmp_path, [{"flow": "f", "metric": "m|x", "value": 0.123456}], [], [], [small]
+        "t", tmp_path, {}, {}, [{"flow": "f", "metric": "m|x", "value": 0.123456}], [], [], [small]
     )
-    assert "| f | m\\|x | 0.1235 |" in text
+    assert "| f | m\\|x | 0.123 |" in text
     assert "**reports/roll.png**" in text and "data:image/png;base64," in text
+
+
+def test_significant_digits():
+    assert significant(0.0012345) == 0.00123
+    assert significant(23.114) == 23.1
+    assert significant(-1234.5) == -1230
+    assert significant(0.99951) == 1.0
+    assert significant(0.0) == 0.0
+
+
+def write_evaluated_results(data_dir: Path) -> dict:
+    """Flow results as the evaluate stages leave them: each names its metrics.json."""
+    music = data_dir / "models" / "music" / "quick-seed0"
+    audio = data_dir / "models" / "audio" / "quick-x4"
+    scores = {"test_nll": 0.94321, "test_ppl": 2.56822, "test_accuracy": 0.684444}
+    music_metrics = {
+        **scores,
+        "baselines": {
+            "ngram": {"test_nll": 1.4371, "test_ppl": 4.2087, "test_accuracy": 0.53512},
+            "vanilla_transformer": {"test_nll": 1.1449, "test_ppl": 3.142, "test_accuracy": 0.6},
+        },
+    }
+    audio_metrics = {
+        "snr_db": 23.114,
+        "lsd": 0.90451,
+        "lsd_hf": 1.0349,
+        "baselines": {
+            "spline": {"snr_db": 11.7412, "lsd": 3.0012, "lsd_hf": 3.4321},
+            "sinc": {"snr_db": 11.9649, "lsd": 3.6311, "lsd_hf": 4.1587},
+        },
+    }
+    for run_dir, metrics in ((music, music_metrics), (audio, audio_metrics)):
+        run_dir.mkdir(parents=True)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return {
+        "symbolic": {
+            "n_pieces": 24,
+            "run_dir": str(music),
+            "metrics": {"metrics": str(music / "metrics.json"), "test_nll": 0.94321},
+        },
+        "audio": {
+            "n_files": 24,
+            "run_dir": str(audio),
+            "metrics": {"metrics": str(audio / "metrics.json")},
+        },
+    }
+
+
+def test_report_leads_with_results_then_bookkeeping_with_relative_paths(tmp_path: Path):
+    data_dir = tmp_path / "data"
+    results = write_evaluated_results(data_dir)
+    tables = result_tables(results)
+    assert [row["model"] for row in tables["symbolic"]] == [
+        "music Transformer (ours)",
+        "vanilla Transformer",
+        "n-gram",
+    ]
+    assert tables["symbolic"][0] == {
+        "model": "music Transformer (ours)",
+        "test NLL": 0.943,
+        "perplexity": 2.57,
+        "accuracy": 0.684,
+    }
+    assert [row["model"] for row in tables["audio"]] == [
+        "super-resolution model (ours)",
+        "spline",
+        "sinc",
+    ]
+    assert tables["audio"][1] == {"model": "spline", "SNR (dB)": 11.7, "LSD": 3.0, "LSD-HF": 3.43}
+    assert {"flow": "audio", "model": "sinc", "metric": "LSD", "value": 3.63} in long_rows(tables)
+
+    outputs = output_rows(results, data_dir)
+    assert {"flow": "symbolic", "output": "run_dir", "path": "models/music/quick-seed0"} in outputs
+    text = report_markdown(
+        "pipeline run report",
+        data_dir,
+        {"profile": "quick", "seed": 7},
+        tables,
+        metric_rows(results),
+        outputs,
+        [],
+        [],
+    )
+    assert text.index("## Results") < text.index("## Outputs") < text.index("bookkeeping")
+    assert "profile `quick` · seed `7`" in text.splitlines()[2]
+    assert "| music Transformer (ours) | 0.943 | 2.57 | 0.684 |" in text
+    assert "| super-resolution model (ours) | 23.1 | 0.905 | 1.03 |" in text
+    assert str(tmp_path) not in text.replace(f"`{data_dir}`", "")
 
 
 def test_report_pngs_put_this_runs_first(tmp_path: Path):
@@ -138,7 +231,8 @@ def artifact_keys(flow_run_id) -> set[str]:
 def test_rerun_reuses_everything_and_a_new_file_is_processed_alone(prefect_harness, tmp_path):
     midi, wav = write_corpora(tmp_path / "corpus", n_pieces=3)
     first_run = run_data(tmp_path, midi, wav)
-    assert {"pipeline-report", "pipeline-metrics", "pipeline-rejected"} <= first_run["artifacts"]
+    expected = {"pipeline-report", "pipeline-results", "pipeline-metrics", "pipeline-rejected"}
+    assert expected <= first_run["artifacts"]
     first = first_run["results"]
     assert (first["symbolic"]["n_parsed"], first["symbolic"]["n_rejected"]) == (4, 1)
     assert (first["audio"]["n_loaded"], first["audio"]["n_rejected"]) == (3, 1)
