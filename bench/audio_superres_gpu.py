@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from datasets.pairs import FILES_SCHEMA, PairSpec, pairs_entry, write_pair_shards
+from datasets.audio.pairs import FILES_SCHEMA, PairSpec, pairs_entry, write_pair_shards
 from datasets.splits import SPLITS
 
 TRAIN_BITS = 11
@@ -119,8 +119,8 @@ def seconds_per_step(batches: int = 12) -> float:
     through `model_inputs`, the spline the loop runs on the CPU)."""
     import torch
 
-    from models.audio_train import model_inputs, profile_config
-    from models.audio_unet import AudioUNet, preset
+    from models.audio.train import model_inputs, profile_config
+    from models.audio.unet import AudioUNet, preset
 
     config = profile_config("full", 0)
     model = AudioUNet(preset(config.preset, ratio=4, hr_rate=16000, patch=8192)).cuda()
@@ -159,7 +159,7 @@ def start(data_dir: Path, minutes: float) -> None:
 
 
 def train(data_dir: Path, steps: int) -> None:
-    from models.audio_train import profile_config, train_audio_unet
+    from models.audio.train import profile_config, train_audio_unet
 
     config = profile_config("full", 0, steps=steps)
     print(
@@ -174,7 +174,7 @@ def train(data_dir: Path, steps: int) -> None:
 
 def finish(data_dir: Path, out: Path, wait_s: float) -> None:
     """Wait (up to `wait_s`) for the run; then evaluate it on every test file."""
-    from models.audio_eval import evaluate_run, side_by_side, write_examples
+    from models.audio.evaluate import evaluate_run, side_by_side, write_examples
 
     run_dir = data_dir / "models" / "audio" / RUN_NAME
     deadline = time.monotonic() + wait_s

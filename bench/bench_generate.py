@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from models.music_transformer import MusicConfig, MusicTransformer
+from models.symbolic.transformer import MusicConfig, MusicTransformer
 
-VOCAB_SIZE = 259  # the default symbolic vocabulary (datasets.tokenizer.Vocab())
+VOCAB_SIZE = 259  # the default symbolic vocabulary (datasets.symbolic.tokenizer.Vocab())
 
 
 def rates(run: Callable[[], None], tokens: int) -> tuple[float, float]:

@@ -22,10 +22,10 @@ from pathlib import Path
 from miditok import REMI, TokenizerConfig
 from symusic import Score
 
-from datasets.augment import KEYS, transposed_tokens
-from datasets.corpus import export_bach_midi
-from datasets.midi import read_midi, read_midi_arrays
-from datasets.tokenizer import Quantized, Vocab, encode, quantize
+from datasets.symbolic.augment import KEYS, transposed_tokens
+from datasets.symbolic.corpus import export_bach_midi
+from datasets.symbolic.midi import read_midi, read_midi_arrays
+from datasets.symbolic.tokenizer import Quantized, Vocab, encode, quantize
 
 VOCAB = Vocab()
 

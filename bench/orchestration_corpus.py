@@ -35,8 +35,8 @@ def start_prefect() -> None:
 
 def chorale_corpus(n_pieces: int, sample_rate: int = 16000) -> tuple[Path, Path]:
     """`(midi_dir, wav_dir)` with the first `n_pieces` chorales, built once and cached."""
-    from datasets.corpus import export_bach_midi
-    from datasets.render import render_many
+    from datasets.audio.render import render_many
+    from datasets.symbolic.corpus import export_bach_midi
 
     root = OUT / "corpus"
     midis = export_bach_midi(root / "all-midi", n_pieces)

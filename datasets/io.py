@@ -185,6 +185,16 @@ def code_version(*modules: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+class RejectedInput(Exception):
+    """An input file that cannot be used (not notes, not audio, unreadable); `reason` tells a
+    person what to do about it, and the file lands in the manifest as rejected with it."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
 STAMP_FILE = "_stamp.json"
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import BaseModel, Field, model_validator
 
-from datasets.pairs import PairSpec
+from datasets.audio.pairs import PairSpec
 from flows.cli import run_cli
 from tasks.audio import (
     discover_task,

@@ -19,9 +19,10 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from datasets.tokenizer import Vocab
+from datasets.symbolic.tokenizer import Vocab
 from flows.cli import run_cli
-from tasks.music import (
+from tasks.symbolic import discover_task, parse_task, split_task, tokenize_task, write_task
+from tasks.symbolic_model import (
     evaluate_music_model,
     generate_music,
     jsb_benchmark,
@@ -29,7 +30,6 @@ from tasks.music import (
     train_music_baseline,
     train_music_model,
 )
-from tasks.symbolic import discover_task, parse_task, split_task, tokenize_task, write_task
 
 Stage = Literal["data", "train", "evaluate", "generate"]
 QUICK_LIMIT = 24  # pieces the quick profile takes when no limit is given

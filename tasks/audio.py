@@ -17,18 +17,18 @@ import soundfile as sf
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from datasets.audio_corpus import audio_corpus
-from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_stamp
-from datasets.pairs import (
+from datasets.audio.corpus import audio_corpus
+from datasets.audio.pairs import (
     PairSpec,
     load_entry,
     pairs_code_version,
     pairs_entry,
     write_audio_dataset,
 )
-from datasets.signal_report import signal_report
+from datasets.audio.signal_report import signal_report
+from datasets.inventory import inventory, reject_beyond_limit
+from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_stamp
 from datasets.splits import split_pieces
-from datasets.symbolic import inventory, reject_beyond_limit
 from tasks.common import log_rejected, publish_markdown, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.

@@ -17,18 +17,18 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from datasets.audio.pairs import PairSpec
+from datasets.audio.signals import FILTERS
 from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_json_atomic, write_stamp
-from datasets.pairs import PairSpec
-from datasets.signals import FILTERS
-from models.audio_eval import (
+from models.audio.evaluate import (
     evaluate_run,
     mismatch_table,
     side_by_side,
     write_examples,
     write_filter_pairs,
 )
-from models.audio_infer import latest_run, superresolve_file
-from models.audio_train import (
+from models.audio.infer import latest_run, superresolve_file
+from models.audio.train import (
     METRICS_FILE,
     profile_config,
     read_pairs_info,
@@ -73,7 +73,7 @@ def _train(
     return summary | {"reused": False}
 
 
-@task(name="train-audio-model", cache_policy=NO_CACHE)
+@task(name="audio-train", cache_policy=NO_CACHE)
 def train_audio_model(
     data_dir: str,
     profile: str = "quick",
@@ -108,7 +108,7 @@ def train_audio_model(
     return summary | {"run_dir": str(run_dir)}
 
 
-@task(name="evaluate-audio-model", cache_policy=NO_CACHE)
+@task(name="audio-evaluate", cache_policy=NO_CACHE)
 def evaluate_audio_model(data_dir: str, run_dir: str, profile: str = "full") -> dict[str, Any]:
     """SNR, LSD and high-band LSD on the whole test files, beside the spline and sinc baselines;
     writes `metrics.json` in the run and a side-by-side table artifact."""
@@ -162,7 +162,7 @@ def superresolve(
     return superresolve_file(run_dir, input, target, png)
 
 
-@task(name="superresolve-file", cache_policy=NO_CACHE)
+@task(name="audio-superres-file", cache_policy=NO_CACHE)
 def superresolve_file_task(
     input: str, output: str | None = None, data_dir: str = "data", model: str | None = None
 ) -> dict[str, Any]:

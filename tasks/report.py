@@ -21,7 +21,7 @@ from models.report import (
 from tasks.common import artifact_key, publish_markdown, publish_table
 
 
-@task(name="report", cache_policy=NO_CACHE)
+@task(name="pipeline-report", cache_policy=NO_CACHE)
 def publish_report(
     name: str, data_dir: str, results: dict[str, Any], profile: str, seed: int
 ) -> dict[str, Any]:

@@ -12,22 +12,21 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from datasets.corpus import corpus_files
-from datasets.symbolic import (
+from datasets.inventory import inventory, reject_beyond_limit
+from datasets.symbolic.build import (
     choose_splits,
-    inventory,
     parse_entry,
-    reject_beyond_limit,
     tokenize_record,
     write_dataset,
 )
-from datasets.tokenizer import Vocab
+from datasets.symbolic.corpus import corpus_files
+from datasets.symbolic.tokenizer import Vocab
 from tasks.common import log_rejected, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
 
 
-@task(name="discover", cache_policy=NO_CACHE)
+@task(name="symbolic-discover", cache_policy=NO_CACHE)
 def discover_task(
     corpus: str, data_dir: str, limit: int | None, max_file_bytes: int
 ) -> list[dict[str, Any]]:
@@ -40,7 +39,7 @@ def discover_task(
     return entries
 
 
-@task(name="parse", cache_policy=NO_CACHE)
+@task(name="symbolic-parse", cache_policy=NO_CACHE)
 def parse_task(
     entries: list[dict[str, Any]], cache_dir: str, max_notes: int | None
 ) -> list[dict[str, Any]]:
@@ -50,7 +49,7 @@ def parse_task(
     return records
 
 
-@task(name="split", cache_policy=NO_CACHE)
+@task(name="symbolic-split", cache_policy=NO_CACHE)
 def split_task(
     records: list[dict[str, Any]],
     seed: int,
@@ -62,7 +61,7 @@ def split_task(
     return choose_splits(records, seed, valid_fraction, test_fraction, limit)
 
 
-@task(name="tokenize", cache_policy=NO_CACHE)
+@task(name="symbolic-tokenize", cache_policy=NO_CACHE)
 def tokenize_task(
     records: list[dict[str, Any]], vocab_json: str, cache_dir: str
 ) -> list[dict[str, Any]]:
@@ -71,7 +70,7 @@ def tokenize_task(
     return [tokenize_record(r, vocab, cache_dir) for r in records if r["notes_cache"]]
 
 
-@task(name="write", cache_policy=NO_CACHE)
+@task(name="symbolic-write", cache_policy=NO_CACHE)
 def write_task(
     records: list[dict[str, Any]],
     splits: dict[str, str],

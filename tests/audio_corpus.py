@@ -1,7 +1,7 @@
 """A tiny audio data directory in the contract's format, for the super-resolution tests.
 
 Short four-voice chord phrases are written as MIDI, rendered by the real FluidSynth (through
-`datasets.render`) at 16 kHz, and laid out as the audio data stage lays them out:
+`datasets.audio.render`) at 16 kHz, and laid out as the audio data stage lays them out:
 `audio/hr/<file_id>.wav`, `audio/files.parquet` and `audio/pairs/<split>-NNNNN.parquet`.
 """
 
@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 from symusic import Note, Score, Track
 
+from datasets.audio.pairs import FILES_SCHEMA, PairSpec
+from datasets.audio.render import render_many
 from datasets.io import write_parquet_atomic
-from datasets.pairs import FILES_SCHEMA, PairSpec
-from datasets.render import render_many
-from models.audio_eval import write_filter_pairs
+from models.audio.evaluate import write_filter_pairs
 
 HR_RATE = 16000
 # (bass, tenor, alto, soprano) chords, one per half note at 120 bpm.

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.midi import write_midi
-from datasets.notes import note_table
-from datasets.render import render_many
+from datasets.audio.render import render_many
+from datasets.symbolic.midi import write_midi
+from datasets.symbolic.notes import note_table
 
 # Four-voice chords (bass, tenor, alto, soprano), one per half note; pieces differ by key.
 CHORDS = [(48, 55, 64, 72), (53, 57, 65, 72), (55, 59, 62, 74), (48, 55, 64, 72)]

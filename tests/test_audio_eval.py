@@ -10,14 +10,14 @@ import pytest
 import torch
 from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
 
-from datasets.pairs import PairSpec
-from models.audio_eval import (
+from datasets.audio.pairs import PairSpec
+from models.audio.evaluate import (
     evaluate_run,
     mismatch_table,
     side_by_side,
     write_filter_pairs,
 )
-from models.audio_train import AudioTrainConfig, read_pairs_info, train_audio_unet
+from models.audio.train import AudioTrainConfig, read_pairs_info, train_audio_unet
 
 torch.set_num_threads(1)
 

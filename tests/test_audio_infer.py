@@ -10,18 +10,18 @@ import soundfile as sf
 import torch
 from audio_corpus import HR_RATE, audio_renders  # noqa: F401 (a fixture)
 
-from datasets.audio import write_wav
+from datasets.audio.files import write_wav
+from datasets.audio.signals import RATIOS, decimate
 from datasets.io import write_json_atomic
-from datasets.signals import RATIOS, decimate
-from models.audio_infer import (
+from models.audio.infer import (
     crossfade_window,
     load_model,
     run_chunked,
     superresolve,
     superresolve_file,
 )
-from models.audio_metrics import snr_db
-from models.audio_unet import AudioUNet, preset
+from models.audio.metrics import snr_db
+from models.audio.unet import AudioUNet, preset
 from models.checkpoint import save_model
 
 torch.set_num_threads(1)
@@ -128,7 +128,7 @@ def test_superresolve_file_at_any_rate(
 
 
 def test_unreadable_input_names_the_file(tmp_path: Path) -> None:
-    from datasets.notes import RejectedInput
+    from datasets.io import RejectedInput
 
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")

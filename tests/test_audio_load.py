@@ -10,8 +10,8 @@ import soundfile as sf
 import soxr
 from audio_files import chirp, write_bad_files, write_good_files
 
-from datasets.audio import convert_to_wav, find_audio_files, iter_audio, load_audio
-from datasets.notes import RejectedInput
+from datasets.audio.files import convert_to_wav, find_audio_files, iter_audio, load_audio
+from datasets.io import RejectedInput
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import signal as sps
 
-from models.audio_metrics import (
+from models.audio.metrics import (
     evaluate_pair,
     high_band_start,
     log_power_spectrogram,

@@ -8,7 +8,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from datasets.signal_report import demo_signal, signal_report
+from datasets.audio.signal_report import demo_signal, signal_report
 
 
 def test_report_png_and_numbers(tmp_path: Path) -> None:

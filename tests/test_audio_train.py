@@ -11,7 +11,7 @@ import pytest
 import torch
 from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
 
-from models.audio_train import (
+from models.audio.train import (
     AudioTrainConfig,
     iter_epoch,
     pair_shards,
@@ -20,7 +20,7 @@ from models.audio_train import (
     stft_loss,
     train_audio_unet,
 )
-from models.audio_unet import preset
+from models.audio.unet import preset
 from models.checkpoint import MODEL_FILE
 
 torch.set_num_threads(1)
@@ -145,7 +145,7 @@ def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
     run resumed from step 10 still averages the loss of steps 9-12 into row 12, a run killed
     between the last checkpoint's pointer and the removal of the older checkpoint leaves no
     stale one behind, and the summary (stamped by the task) is the same."""
-    import models.audio_train as audio_train
+    import models.audio.train as audio_train
 
     pairs = audio_data_dir / "audio" / "pairs"
     config = small_config(steps=15, log_every=4, checkpoint_every=5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.audio_unet import (
+from models.audio.unet import (
     PRESETS,
     AudioUNet,
     AudioUNetConfig,

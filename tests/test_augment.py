@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.augment import KEYS, transpose, transposed_tokens
 from datasets.splits import split_pieces
-from datasets.tokenizer import Vocab, decode, encode, quantize
+from datasets.symbolic.augment import KEYS, transpose, transposed_tokens
+from datasets.symbolic.tokenizer import Vocab, decode, encode, quantize
 
 VOCAB = Vocab()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datasets.bytebeat import (
+from datasets.audio.bytebeat import (
     BUILTIN_FORMULAS,
     SAMPLE_RATE,
     BytebeatError,

@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets.corpus import (
+from datasets.inventory import inventory
+from datasets.io import RejectedInput
+from datasets.symbolic.corpus import (
     bach_chorale_names,
     corpus_files,
     discover_files,
@@ -20,10 +22,8 @@ from datasets.corpus import (
     read_piece,
     voice_notes,
 )
-from datasets.midi import read_midi, write_midi
-from datasets.notes import RejectedInput
-from datasets.symbolic import inventory
-from datasets.tokenizer import Vocab, decode, encode, quantize
+from datasets.symbolic.midi import read_midi, write_midi
+from datasets.symbolic.tokenizer import Vocab, decode, encode, quantize
 
 MUSIC21_CORPUS = Path(music21.__file__).parent / "corpus"
 VOCAB = Vocab()
@@ -197,8 +197,8 @@ def test_bad_jsb_file_is_rejected(tmp_path):
 def test_mxl_zip_bombs_and_non_zips_are_rejected_before_music21(tmp_path):
     import zipfile
 
-    from datasets.notes import RejectedInput
-    from datasets.scores import check_mxl
+    from datasets.io import RejectedInput
+    from datasets.symbolic.scores import check_mxl
 
     bomb = tmp_path / "bomb.mxl"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:

@@ -190,7 +190,7 @@ def test_audio_faults_are_real(corpora):
 
 def check_reader(entry: Entry, read) -> str:
     """Run `read(path)`; return "ok" or "rejected"; anything else than RejectedInput fails."""
-    from datasets.notes import RejectedInput
+    from datasets.io import RejectedInput
 
     try:
         read(entry.path)
@@ -207,9 +207,9 @@ def assert_expected(entry: Entry, status: str) -> None:
 
 
 def test_symbolic_reader_on_every_file(corpora):
-    require_module("datasets/corpus.py")
+    require_module("datasets/symbolic/corpus.py")
     require_module("flows/symbolic.py")
-    from datasets.corpus import read_piece
+    from datasets.symbolic.corpus import read_piece
     from flows.symbolic import SymbolicParams
 
     max_notes = SymbolicParams().max_notes
@@ -224,9 +224,9 @@ def test_symbolic_reader_on_every_file(corpora):
 def test_zero_tempo_is_rejected_with_a_reason_and_no_warning(corpora):
     """A 0 us tempo used to give numpy's divide-by-zero RuntimeWarning and an infinite tempo
     column; it is a rejection that names the event, and nothing warns on the way."""
-    require_module("datasets/corpus.py")
-    from datasets.corpus import read_piece
-    from datasets.notes import RejectedInput
+    require_module("datasets/symbolic/corpus.py")
+    from datasets.io import RejectedInput
+    from datasets.symbolic.corpus import read_piece
 
     _, entries = corpora["symbolic"]
     (entry,) = by_kind(entries, "midi_tempo_zero")
@@ -237,9 +237,9 @@ def test_zero_tempo_is_rejected_with_a_reason_and_no_warning(corpora):
 
 
 def test_audio_reader_on_every_file(corpora):
-    require_module("datasets/audio.py")
+    require_module("datasets/audio/files.py")
     require_module("flows/audio.py")
-    from datasets.audio import load_audio
+    from datasets.audio.files import load_audio
     from flows.audio import AudioParams
 
     params = AudioParams()

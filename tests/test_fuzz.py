@@ -22,7 +22,8 @@ from flowrun import require_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets.notes import NOTE_COLUMNS, RejectedInput
+from datasets.io import RejectedInput
+from datasets.symbolic.notes import NOTE_COLUMNS
 
 SUPPRESS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 
@@ -71,8 +72,8 @@ MIDI = good_midi(0)
 
 
 def check_midi(data: bytes) -> None:
-    require_module("datasets/midi.py")
-    from datasets.midi import read_midi
+    require_module("datasets/symbolic/midi.py")
+    from datasets.symbolic.midi import read_midi
 
     path = write_temp(data, ".mid")
     try:
@@ -103,8 +104,8 @@ test_midi_reader, test_midi_reader_slow = fuzz(300, data=midi_inputs)(_midi_read
 
 def check_piece(data: bytes, suffix: str) -> None:
     """Through the corpus reader (the flow's path): MIDI or score, then the note checks."""
-    require_module("datasets/corpus.py")
-    from datasets.corpus import read_piece
+    require_module("datasets/symbolic/corpus.py")
+    from datasets.symbolic.corpus import read_piece
 
     path = write_temp(data, suffix)
     try:
@@ -148,8 +149,8 @@ test_midi_piece_reader, test_midi_piece_reader_slow = fuzz(100, data=midi_inputs
 
 
 def _token_decoder(tokens: list[int], max_duration: int, max_shift: int) -> None:
-    require_module("datasets/tokenizer.py")
-    from datasets.tokenizer import Vocab, decode
+    require_module("datasets/symbolic/tokenizer.py")
+    from datasets.symbolic.tokenizer import Vocab, decode
 
     vocab = Vocab(4, max_duration, max_shift)
     try:
@@ -203,8 +204,8 @@ audio_inputs = st.one_of(
 
 
 def _audio_loader(case: tuple[bytes, str]) -> None:
-    require_module("datasets/audio.py")
-    from datasets.audio import load_audio
+    require_module("datasets/audio/files.py")
+    from datasets.audio.files import load_audio
 
     path = write_temp(*case)
     try:
@@ -242,8 +243,8 @@ formulas = st.one_of(
 
 
 def _bytebeat_parser(formula: str) -> None:
-    require_module("datasets/bytebeat.py")
-    from datasets.bytebeat import BytebeatError, bytebeat
+    require_module("datasets/audio/bytebeat.py")
+    from datasets.audio.bytebeat import BytebeatError, bytebeat
 
     try:
         samples = bytebeat(formula, seconds=0.01)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.jsb import (
+from datasets.symbolic.jsb import (
     JSB_BOS,
     JSB_EOS,
     JSB_PITCH_OFFSET,
@@ -21,8 +21,8 @@ from datasets.jsb import (
     transpose_chorale,
     voice_ranges,
 )
-from models.jsb_benchmark import PUBLISHED, run_jsb_benchmark, write_jsb_tokens
-from models.music_data import read_pieces
+from models.symbolic.data import read_pieces
+from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark, write_jsb_tokens
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets.midi import read_midi, write_midi
-from datasets.notes import NOTE_COLUMNS, NOTE_DTYPES, RejectedInput
-from datasets.tokenizer import Vocab, decode, encode, quantize
+from datasets.io import RejectedInput
+from datasets.symbolic.midi import read_midi, write_midi
+from datasets.symbolic.notes import NOTE_COLUMNS, NOTE_DTYPES
+from datasets.symbolic.tokenizer import Vocab, decode, encode, quantize
 
 MUSIC21 = Path(music21.__file__).parent
 MIDI_FILES = sorted((MUSIC21 / "midi" / "testPrimitive").glob("*.mid")) + sorted(

@@ -10,16 +10,16 @@ import pytest
 import torch
 from music_corpus import VOCAB, write_symbolic
 
-from datasets.midi import read_midi, write_midi
-from datasets.tokenizer import decode
-from models.music_generate import (
+from datasets.symbolic.midi import read_midi, write_midi
+from datasets.symbolic.tokenizer import decode
+from models.symbolic.generate import (
     continue_prompt,
     filter_logits,
     load_prompt,
     pachelbel_notes,
     write_outputs,
 )
-from models.music_transformer import MusicConfig, MusicTransformer
+from models.symbolic.transformer import MusicConfig, MusicTransformer
 
 torch.set_num_threads(1)
 

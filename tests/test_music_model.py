@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.checkpoint import load_config, load_weights, save_model
-from models.music_transformer import MusicConfig, MusicTransformer, attention_mask
+from models.symbolic.transformer import MusicConfig, MusicTransformer, attention_mask
 
 torch.set_num_threads(1)
 VOCAB = 40

@@ -9,8 +9,8 @@ import pytest
 import torch
 from music_corpus import VOCAB, write_symbolic
 
-from models.music_run import METRICS_JSON, evaluate_run, profile_configs, train_with_baseline
-from models.music_transformer import MusicTransformer
+from models.symbolic.run import METRICS_JSON, evaluate_run, profile_configs, train_with_baseline
+from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
 FIELDS = {"nll", "ppl", "accuracy", "tokens", "by_transpose"}

@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from tasks.music import (
+from tasks.symbolic_model import (
     evaluate_music_model,
     generate_music,
     train_music_baseline,
@@ -51,7 +51,7 @@ def test_train_evaluate_generate(prefect_harness, tmp_path):
     assert result["trained"]["finished"] and result["baseline"]["finished"]
     assert Path(result["baseline"]["run_dir"]) == run_dir / "baselines" / "vanilla_transformer"
     # The baseline trains under its own name in the logs and the UI, not inside the model's task.
-    assert {"train-music-model", "train-music-baseline"} <= task_names(
+    assert {"symbolic-train", "symbolic-train-baseline"} <= task_names(
         state.state_details.flow_run_id
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())

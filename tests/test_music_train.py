@@ -13,10 +13,10 @@ import pytest
 import torch
 from music_corpus import VOCAB, write_symbolic
 
-from models.music_data import first_pieces, lane_segments, read_pieces, shuffled_pieces
-from models.music_eval import evaluate
-from models.music_train import TrainConfig, learning_rate, train
-from models.music_transformer import MusicConfig, MusicTransformer
+from models.symbolic.data import first_pieces, lane_segments, read_pieces, shuffled_pieces
+from models.symbolic.evaluate import evaluate
+from models.symbolic.train import TrainConfig, learning_rate, train
+from models.symbolic.transformer import MusicConfig, MusicTransformer
 
 torch.set_num_threads(1)
 
@@ -171,7 +171,7 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
     """A checkpoint is several files; a kill between them must not leave weights of one step
     beside the optimizer state of another, and a kill after the last step must not lose the
     closing epoch row: the resumed run ends with every file byte-identical."""
-    import models.music_train as music_train
+    import models.symbolic.train as music_train
 
     paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
     model_cfg = MusicConfig.preset("tiny", VOCAB.size)
@@ -219,7 +219,7 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
 def test_a_finished_run_keeps_the_weights_of_its_best_validation(symbolic, tmp_path, monkeypatch):
     """Validation at steps 8, 16, 24 scores 3.0, 2.0, 2.5: the finished run's model is step
     16's, whether or not the run was stopped and resumed on the way."""
-    import models.music_train as music_train
+    import models.symbolic.train as music_train
 
     paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
     model_cfg = MusicConfig.preset("tiny", VOCAB.size)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from models.music_data import Piece
-from models.ngram import NGram
+from models.symbolic.data import Piece
+from models.symbolic.ngram import NGram
 
 
 def piece(tokens, transpose=0) -> Piece:

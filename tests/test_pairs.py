@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from audio_files import chirp, write_bad_files, write_good_files
 
-from datasets.pairs import (
+from datasets.audio.pairs import (
     PairSpec,
     degrade,
     file_filter,
@@ -24,9 +24,9 @@ from datasets.pairs import (
     write_audio_dataset,
     write_pair_shards,
 )
-from datasets.signals import FILTERS, decimate, quantize_uniform
+from datasets.audio.signals import FILTERS, decimate, quantize_uniform
+from datasets.inventory import inventory
 from datasets.splits import split_pieces
-from datasets.symbolic import inventory
 
 
 def column(table, name: str) -> np.ndarray:
@@ -251,14 +251,16 @@ def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
 def test_stage_syncs_once_instead_of_per_file(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import datasets.pairs
+    import datasets.audio.pairs
 
     fsyncs: list[int] = []
     syncs: list[Path] = []
     monkeypatch.setattr("os.fsync", lambda fd: fsyncs.append(fd))
-    real_sync = datasets.pairs.sync_filesystem
+    real_sync = datasets.audio.pairs.sync_filesystem
     monkeypatch.setattr(
-        datasets.pairs, "sync_filesystem", lambda path: (syncs.append(Path(path)), real_sync(path))
+        datasets.audio.pairs,
+        "sync_filesystem",
+        lambda path: (syncs.append(Path(path)), real_sync(path)),
     )
     build(corpus, tmp_path, PairSpec(ratio=4, patch=1024, stride=512))
     assert fsyncs == [] and syncs == [tmp_path]  # one sync, after the last file is written

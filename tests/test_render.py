@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 from symusic import Note, Score, Tempo, Track
 
-from datasets.render import GAP_SECONDS, render_many, render_midi_to_wav
+from datasets.audio.render import GAP_SECONDS, render_many, render_midi_to_wav
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").exists(), reason="FluidR3_GM not installed"

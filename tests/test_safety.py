@@ -195,13 +195,13 @@ def test_config_is_json_only(tmp_path):
 def saved_tiny(kind: str, directory: Path):
     """A real tiny checkpoint of one of our models, and the loader users reach it by."""
     if kind == "music":
-        from models.music_transformer import MusicConfig, MusicTransformer
+        from models.symbolic.transformer import MusicConfig, MusicTransformer
 
         config = MusicConfig.preset("tiny", vocab_size=64)
         save_model(directory, MusicTransformer(config), config)
         return MusicTransformer.load
-    from models.audio_infer import load_model
-    from models.audio_unet import AudioUNet, preset
+    from models.audio.infer import load_model
+    from models.audio.unet import AudioUNet, preset
 
     config = preset("tiny")
     save_model(directory, AudioUNet(config), config)
@@ -210,7 +210,7 @@ def saved_tiny(kind: str, directory: Path):
 
 @pytest.mark.parametrize(
     ("module", "kind"),
-    [("models/music_transformer.py", "music"), ("models/audio_infer.py", "audio")],
+    [("models/symbolic/transformer.py", "music"), ("models/audio/infer.py", "audio")],
 )
 def test_model_loaders_refuse_pickles(tmp_path, module, kind):
     """The loaders users call (`--model DIR`) read safetensors only: a checkpoint loads with
@@ -332,18 +332,18 @@ BOMB_TIMEOUT_S = 60
 READ_BOMB = """
 import sys, json, re
 from pathlib import Path
-from datasets.notes import RejectedInput
+from datasets.io import RejectedInput
 track, path = sys.argv[1], Path(sys.argv[2])
 try:
     if track == "symbolic":
-        from datasets.corpus import read_piece
+        from datasets.symbolic.corpus import read_piece
         from flows.symbolic import SymbolicParams
         params = SymbolicParams()
         if path.stat().st_size > params.max_file_bytes:
             raise RejectedInput(path, "over max_file_bytes")
         read_piece(path, params.max_notes)
     else:
-        from datasets.audio import load_audio
+        from datasets.audio.files import load_audio
         from flows.audio import AudioParams
         params = AudioParams()
         load_audio(path, params.hr_rate, params.max_file_bytes, params.max_seconds)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from datasets.signals import (
+from datasets.audio.signals import (
     FILTERS,
     RATIOS,
     STOPBAND_DB,

@@ -9,8 +9,8 @@ import music21
 import pandas as pd
 import pytest
 
-import datasets.symbolic as build
-from datasets.tokenizer import Vocab
+import datasets.symbolic.build as build
+from datasets.symbolic.tokenizer import Vocab
 
 PRIMITIVE = Path(music21.__file__).parent / "midi" / "testPrimitive"
 
@@ -95,7 +95,7 @@ def test_a_corpus_of_only_bad_files_still_writes_every_table(tmp_path):
 
 
 def test_files_beyond_a_limit_stay_in_the_manifest_as_rejected():
-    from datasets.symbolic import reject_beyond_limit
+    from datasets.inventory import reject_beyond_limit
 
     entries = [
         {"path": f"{i}.mid", "status": "rejected" if i == 1 else "ok", "reason": ""}

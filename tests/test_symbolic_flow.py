@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets.tokenizer import Vocab, decode, quantize
+from datasets.symbolic.tokenizer import Vocab, decode, quantize
 from flows.symbolic import SymbolicParams, symbolic_flow
 
 MUSIC21 = Path(music21.__file__).parent

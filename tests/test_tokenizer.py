@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.tokenizer import Vocab, decode, encode, grammar_mask, quantize
+from datasets.symbolic.tokenizer import Vocab, decode, encode, grammar_mask, quantize
 
 VOCAB = Vocab(steps_per_beat=4, max_duration=16, max_shift=8)
 

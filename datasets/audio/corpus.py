@@ -15,10 +15,10 @@ from typing import Any
 
 import soundfile as sf
 
-from datasets.audio import find_audio_files
-from datasets.bytebeat import BUILTIN_FORMULAS, read_formulas, render_formulas
+from datasets.audio.bytebeat import BUILTIN_FORMULAS, read_formulas, render_formulas
+from datasets.audio.files import find_audio_files
+from datasets.audio.render import render_many
 from datasets.io import manifest_row
-from datasets.render import render_many
 
 BACH = "bach"
 BYTEBEAT = "bytebeat"
@@ -39,7 +39,7 @@ def bach_wavs(
     Renders already there at `sample_rate` are kept; the missing ones are rendered together,
     in one FluidSynth process.
     """
-    from datasets.corpus import export_bach_midi
+    from datasets.symbolic.corpus import export_bach_midi
 
     data_dir = Path(data_dir)
     midis = export_bach_midi(data_dir / "corpora" / "bach", limit)

@@ -17,8 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.music_data import Piece
-from models.music_eval import Tally
+from models.symbolic.data import Piece
+from models.symbolic.evaluate import Tally
 
 
 class NGram:

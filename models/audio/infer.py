@@ -18,11 +18,11 @@ import soundfile as sf
 import torch
 from matplotlib.figure import Figure
 
-from datasets.audio import load_audio, write_wav
+from datasets.audio.files import load_audio, write_wav
+from datasets.audio.signals import sinc_upsample, spline_upsample
 from datasets.io import atomic_path
-from datasets.signals import sinc_upsample, spline_upsample
-from models.audio_metrics import evaluate_pair, log_power_spectrogram
-from models.audio_unet import AudioUNet, AudioUNetConfig
+from models.audio.metrics import evaluate_pair, log_power_spectrogram
+from models.audio.unet import AudioUNet, AudioUNetConfig
 from models.checkpoint import load_config, load_weights, pick_device
 
 DEFAULT_CHUNK = 16384

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 from symusic import Score, Tempo
 
-from datasets.audio import write_wav
+from datasets.audio.files import write_wav
 
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 GAP_SECONDS = 2.0  # silence after each piece: room for the release tail, cut with the piece

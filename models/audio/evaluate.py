@@ -21,13 +21,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from datasets.audio import write_wav
+from datasets.audio.files import write_wav
+from datasets.audio.pairs import PairSpec, degrade, make_pairs, pairs_schema
+from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
 from datasets.io import write_json_atomic, write_parquet_atomic
-from datasets.pairs import PairSpec, degrade, make_pairs, pairs_schema
-from datasets.signals import FILTERS, sinc_upsample, spline_upsample
-from models.audio_infer import fit_length, load_model, low_rate, spectrogram_png, superresolve
-from models.audio_metrics import evaluate_pair
-from models.audio_unet import AudioUNet
+from models.audio.infer import fit_length, load_model, low_rate, spectrogram_png, superresolve
+from models.audio.metrics import evaluate_pair
+from models.audio.unet import AudioUNet
 
 METHODS = ("model", "spline", "sinc")
 METRICS = ("snr_db", "lsd", "lsd_hf")
@@ -155,7 +155,7 @@ def write_filter_pairs(
     each): one `<split>-00000.parquet` per split.
 
     The mismatch study needs one training set per filter from the same files; this re-cuts the
-    already-decoded `audio/hr/*.wav` with `datasets.pairs.make_pairs`.
+    already-decoded `audio/hr/*.wav` with `datasets.audio.pairs.make_pairs`.
     """
     out_dir = Path(out_dir)
     for split in splits:

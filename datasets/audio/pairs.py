@@ -42,11 +42,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-import datasets.audio
-import datasets.signals
-from datasets.audio import convert_to_wav
+import datasets.audio.files
+import datasets.audio.signals
+from datasets.audio.files import convert_to_wav
+from datasets.audio.signals import FILTERS, RATIOS, FilterName, decimate, sar_quantize
 from datasets.io import (
     PARQUET_COMPRESSION,
+    RejectedInput,
     atomic_path,
     code_version,
     sync_filesystem,
@@ -54,8 +56,6 @@ from datasets.io import (
     write_manifest,
     write_parquet_atomic,
 )
-from datasets.notes import RejectedInput
-from datasets.signals import FILTERS, RATIOS, FilterName, decimate, sar_quantize
 from datasets.splits import SPLITS
 
 RANDOM_FILTER = "random"
@@ -265,11 +265,11 @@ def make_pairs(file_id: str, hr: np.ndarray, spec: PairSpec) -> tuple[pa.Table, 
 
 
 def load_code_version() -> str:
-    return code_version(datasets.audio, sys.modules[__name__])
+    return code_version(datasets.audio.files, sys.modules[__name__])
 
 
 def pairs_code_version() -> str:
-    return code_version(datasets.audio, datasets.signals, sys.modules[__name__])
+    return code_version(datasets.audio.files, datasets.audio.signals, sys.modules[__name__])
 
 
 def _read_load_stamp(path: Path) -> dict[str, Any] | None:
@@ -303,7 +303,7 @@ def load_entry(
 ) -> dict[str, Any]:
     """Decode one inventory entry to `audio/hr/<file_id>.wav` (or reuse it) and say how it went.
 
-    `entry` comes from `datasets.symbolic.inventory` (path, file, size_bytes, sha256, status,
+    `entry` comes from `datasets.symbolic.build.inventory` (path, file, size_bytes, sha256, status,
     reason). The result adds file_id, hr_path (relative to `data_dir`), n_samples, load_key and
     reused; files shorter than `min_samples` at `hr_rate` are rejected.
     """

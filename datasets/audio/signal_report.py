@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, safe on worker threads
 
-from datasets.io import atomic_path
-from datasets.signals import (
+from datasets.audio.signals import (
     decimate,
     sar_quantize,
     sinc_upsample,
     sqnr_db,
     sqnr_theory_db,
 )
+from datasets.io import atomic_path
 
 
 def demo_signal(sample_rate: int = 16000, n: int = 4096) -> np.ndarray:

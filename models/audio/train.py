@@ -1,6 +1,6 @@
 """Train an AudioUNet on the low/high-resolution pairs dataset.
 
-The pairs dataset (`data/audio/pairs/<split>-NNNNN.parquet`, written by `datasets.pairs`) is
+The pairs dataset (`data/audio/pairs/<split>-NNNNN.parquet`, written by `datasets.audio.pairs`) is
 streamed one shard at a time: each epoch visits the shards and the rows within a shard in an
 order drawn from (seed, epoch), so a resumed run sees exactly the batches it would have seen.
 The model input is the cubic-spline interpolation of `lr` to the length of `hr` (the paper's
@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from datasets.audio.signals import spline_upsample
 from datasets.io import write_json_atomic, write_parquet_atomic
-from datasets.signals import spline_upsample
-from models.audio_metrics import snr_db
-from models.audio_unet import AudioUNet, AudioUNetConfig, preset
+from models.audio.metrics import snr_db
+from models.audio.unet import AudioUNet, AudioUNetConfig, preset
 from models.checkpoint import (
     load_config,
     load_train_state,

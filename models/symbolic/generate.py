@@ -1,9 +1,10 @@
 """Continuing a prompt with the music Transformer: cached, grammar-constrained sampling.
 
 Each new token costs one `MusicTransformer.step` over the key/value cache, not a pass over the
-whole context. Before sampling, tokens the grammar forbids (`datasets.tokenizer.grammar_mask`)
-get probability zero, and a sequence cut off by `length` is closed with a duration and eos, so
-every output decodes to notes: every note has a duration and time only moves forward.
+whole context. Before sampling, tokens the grammar forbids
+(`datasets.symbolic.tokenizer.grammar_mask`) get probability zero, and a sequence cut off by
+`length` is closed with a duration and eos, so every output decodes to notes: every note has a
+duration and time only moves forward.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import pyarrow.dataset as ds
 import torch
 
 from datasets.io import write_bytes_atomic
-from datasets.midi import read_midi, write_midi
-from datasets.tokenizer import Vocab, decode, encode, grammar_mask, quantize
-from models.music_transformer import MusicTransformer
+from datasets.symbolic.midi import read_midi, write_midi
+from datasets.symbolic.tokenizer import Vocab, decode, encode, grammar_mask, quantize
+from models.symbolic.transformer import MusicTransformer
 
 # Pachelbel's Canon in D, bars 1-4 as a built-in prompt: the ground bass (two bars, played
 # twice) under the first violin's opening half notes. (onset beat, duration beats, MIDI pitch)

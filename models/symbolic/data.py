@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from datasets.tokenizer import Vocab
+from datasets.symbolic.tokenizer import Vocab
 
-# Token ids shared by the symbolic vocabulary and the JSB serialization (datasets.jsb).
+# Token ids shared by the symbolic vocabulary and the JSB serialization (datasets.symbolic.jsb).
 PAD, BOS = Vocab.pad, Vocab.bos
 IGNORE = -100
 

@@ -12,6 +12,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from datasets.io import RejectedInput
+
 NOTE_DTYPES: dict[str, str] = {
     "onset": "float64",  # beats (quarter notes) from the start of the piece
     "duration": "float64",  # beats
@@ -29,15 +31,6 @@ SORT_COLUMNS = ["onset", "pitch", "track", "duration"]
 
 DEFAULT_TEMPO = 120.0  # the MIDI default when a file sets none
 DEFAULT_VELOCITY = 80
-
-
-class RejectedInput(Exception):
-    """A file that cannot become notes; `reason` tells a person what to do about it."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
 
 
 def note_arrays(columns: dict[str, np.ndarray | list]) -> dict[str, np.ndarray]:

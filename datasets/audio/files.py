@@ -17,8 +17,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from datasets.io import atomic_path, regular_file_size
-from datasets.notes import RejectedInput
+from datasets.io import RejectedInput, atomic_path, regular_file_size
 
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64"}

@@ -1,16 +1,16 @@
 """The JSB chorales benchmark of the Music Transformer paper, on our model.
 
-    python -m models.jsb_benchmark --jsb ../shared/data/jsb/Jsb16thSeparated.json \
+    python -m models.symbolic.jsb --jsb ../shared/data/jsb/Jsb16thSeparated.json \
         --out data/models/jsb/quick --profile quick
 
 How the comparison is made (Huang et al. 2018, Table 1):
 - data: Coconet's `Jsb16thSeparated.json`, its own train / valid / test split, untouched (no
   transposition: the published models train on the split as given);
-- serialization: `datasets.jsb.serialize_chorale`, S A T B pitch tokens per 16th-note step
+- serialization: `datasets.symbolic.jsb.serialize_chorale`, S A T B pitch tokens per 16th-note step
   (a rest is its own token), bos before and eos after each chorale;
 - unit: mean negative log-likelihood in nats per token over every token after bos of every
   valid chorale (eos included, 1 of ~1,100 tokens per chorale), each chorale scored on its own
-  with Transformer-XL memory across segments (`models.music_eval.evaluate`);
+  with Transformer-XL memory across segments (`models.symbolic.evaluate.evaluate`);
 - the figure reported beside the published ones is that valid NLL after the profile's fixed
   number of steps (no checkpoint picked on valid); test NLL is reported too.
 The beat embedding sees the 16th step (`beats`) with 16 steps per bar (4/4).
@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from datasets.io import write_json_atomic, write_parquet_atomic
-from datasets.jsb import (
+from datasets.symbolic.build import token_table
+from datasets.symbolic.jsb import (
     JSB_BAR_STEPS,
     JSB_VOCAB_SIZE,
     REST,
@@ -38,9 +39,8 @@ from datasets.jsb import (
     transpose_chorale,
     voice_ranges,
 )
-from datasets.symbolic import token_table
-from models.music_run import evaluate_run, profile_configs, train_with_baseline
-from models.music_train import TrainConfig, train
+from models.symbolic.run import evaluate_run, profile_configs, train_with_baseline
+from models.symbolic.train import TrainConfig, train
 
 # NLL per token on the JSB valid split, Huang et al. 2018 (Music Transformer), Table 1.
 PUBLISHED = {

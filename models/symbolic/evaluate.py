@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.music_data import IGNORE, PAD, Piece, read_pieces, targets_of
-from models.music_transformer import MusicTransformer
+from models.symbolic.data import IGNORE, PAD, Piece, read_pieces, targets_of
+from models.symbolic.transformer import MusicTransformer
 
 
 class Tally:

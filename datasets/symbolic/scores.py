@@ -15,7 +15,8 @@ import pandas as pd
 from music21 import chord, converter, meter, note, percussion, stream, tempo
 from music21.exceptions21 import Music21Exception
 
-from datasets.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, RejectedInput, note_table
+from datasets.io import RejectedInput
+from datasets.symbolic.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, note_table
 
 SCORE_SUFFIXES = (".mxl", ".musicxml", ".xml", ".krn", ".abc")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from datasets.io import write_bytes_atomic
-from datasets.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, RejectedInput, note_arrays
+from datasets.io import RejectedInput, write_bytes_atomic
+from datasets.symbolic.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, note_arrays
 
 MIDI_SUFFIXES = (".mid", ".midi")
 # 480 ticks per quarter holds 1/2, 1/3, 1/4, 1/5, 1/6, 1/8, 1/16 ... beats exactly.
@@ -23,7 +23,7 @@ def _at_onsets(change_times: np.ndarray, onsets: np.ndarray) -> np.ndarray:
 
 
 def score_note_arrays(score: Score, path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """A symusic Score (tick time) as note columns (see `datasets.notes.note_arrays`)."""
+    """A symusic Score (tick time) as note columns (see `datasets.symbolic.notes.note_arrays`)."""
     tpq = score.ticks_per_quarter
     if tpq <= 0:
         raise RejectedInput(path, f"invalid MIDI header: {tpq} ticks per quarter note")

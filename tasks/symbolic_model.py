@@ -17,14 +17,14 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from datasets.audio.render import render_midi_to_wav
 from datasets.io import read_stamp, sha256_json, write_stamp
-from datasets.render import render_midi_to_wav
-from datasets.tokenizer import Vocab
-from models.jsb_benchmark import PUBLISHED, run_jsb_benchmark
-from models.music_generate import continue_prompt, load_prompt, write_outputs
-from models.music_run import VANILLA_DIR, evaluate_run, profile_configs
-from models.music_train import METRICS_PARQUET, train
-from models.music_transformer import MusicTransformer
+from datasets.symbolic.tokenizer import Vocab
+from models.symbolic.generate import continue_prompt, load_prompt, write_outputs
+from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark
+from models.symbolic.run import VANILLA_DIR, evaluate_run, profile_configs
+from models.symbolic.train import METRICS_PARQUET, train
+from models.symbolic.transformer import MusicTransformer
 from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints; Prefect's cache would only hide a changed dataset.
@@ -57,7 +57,7 @@ def _log_training(result: dict[str, Any]) -> None:
     )
 
 
-@task(name="train-music-model", cache_policy=NO_CACHE)
+@task(name="symbolic-train", cache_policy=NO_CACHE)
 def train_music_model(
     data_dir: str, profile: str, seed: int, run_name: str | None = None
 ) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def train_music_model(
     return result
 
 
-@task(name="train-music-baseline", cache_policy=NO_CACHE)
+@task(name="symbolic-train-baseline", cache_policy=NO_CACHE)
 def train_music_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -> dict[str, Any]:
     """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
     batch: the same token budget) into `run_dir/baselines/vanilla_transformer`."""
@@ -102,7 +102,7 @@ def train_music_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -
     return result
 
 
-@task(name="evaluate-music-model", cache_policy=NO_CACHE)
+@task(name="symbolic-evaluate", cache_policy=NO_CACHE)
 def evaluate_music_model(data_dir: str, run_dir: str) -> dict[str, Any]:
     """Valid/test NLL, perplexity and accuracy of the model and both baselines (metrics.json)."""
     tokens_dir, _ = symbolic_paths(data_dir)
@@ -138,7 +138,7 @@ def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{s}_{k}": metrics[f"{s}_{k}"] for s in ("valid", "test") for k in keys}
 
 
-@task(name="generate-music", cache_policy=NO_CACHE)
+@task(name="symbolic-generate", cache_policy=NO_CACHE)
 def generate_music(
     data_dir: str,
     run_dir: str,
@@ -163,7 +163,7 @@ def generate_music(
     return outputs
 
 
-@task(name="jsb-benchmark", cache_policy=NO_CACHE)
+@task(name="symbolic-jsb-benchmark", cache_policy=NO_CACHE)
 def jsb_benchmark(jsb_path: str, data_dir: str, profile: str, seed: int) -> dict[str, Any]:
     """Train and score on Coconet's JSB split; valid NLL per token beside the published ones."""
     out_dir = Path(data_dir) / "models" / "jsb" / f"{profile}-seed{seed}"

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from datasets.tokenizer import Vocab, encode
+from datasets.symbolic.tokenizer import Vocab, encode
 
 KEYS: tuple[int, ...] = tuple(range(-5, 7))
 

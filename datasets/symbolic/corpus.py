@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.jsb import REST, load_jsb
-from datasets.midi import MIDI_SUFFIXES, read_midi, write_midi
-from datasets.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, RejectedInput, check_notes, note_table
-from datasets.scores import SCORE_SUFFIXES, notes_from_stream, read_score
+from datasets.io import RejectedInput
+from datasets.symbolic.jsb import REST, load_jsb
+from datasets.symbolic.midi import MIDI_SUFFIXES, read_midi, write_midi
+from datasets.symbolic.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, check_notes, note_table
+from datasets.symbolic.scores import SCORE_SUFFIXES, notes_from_stream, read_score
 
 CORPUS_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES
 JSB_STEPS_PER_BEAT = 4  # Coconet's JSB grid is 16th notes

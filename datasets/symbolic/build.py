@@ -14,7 +14,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +22,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import datasets.augment
-import datasets.corpus
-import datasets.jsb
-import datasets.midi
-import datasets.notes
-import datasets.scores
-import datasets.tokenizer
-from datasets.augment import KEYS, transposed_tokens
-from datasets.corpus import jsb_note_tables, read_piece
+import datasets.symbolic.augment
+import datasets.symbolic.corpus
+import datasets.symbolic.jsb
+import datasets.symbolic.midi
+import datasets.symbolic.notes
+import datasets.symbolic.scores
+import datasets.symbolic.tokenizer
+from datasets.inventory import STATUSES
 from datasets.io import (
     STAMP_FILE,
+    RejectedInput,
     code_version,
     manifest_row,
-    printable_name,
     read_stamp,
-    regular_file_size,
-    relative_to_root,
-    sha256_file,
     sha256_json,
     write_bytes_atomic,
     write_json_atomic,
@@ -48,12 +43,13 @@ from datasets.io import (
     write_parquet_atomic,
     write_stamp,
 )
-from datasets.notes import NOTE_COLUMNS, RejectedInput, note_table
 from datasets.splits import SPLITS, split_pieces
-from datasets.tokenizer import Vocab, quantize
+from datasets.symbolic.augment import KEYS, transposed_tokens
+from datasets.symbolic.corpus import jsb_note_tables, read_piece
+from datasets.symbolic.notes import NOTE_COLUMNS, note_table
+from datasets.symbolic.tokenizer import Vocab, quantize
 
 JSB_SUFFIX = ".json"
-STATUSES = ("ok", "rejected", "duplicate")
 PIECE_SEPARATOR = ":"  # piece id of one piece inside a multi-piece file: "<path>:<piece>"
 
 TOKEN_SCHEMA = pa.schema(
@@ -74,97 +70,18 @@ TOKEN_SCHEMA = pa.schema(
 
 def parse_code_version() -> str:
     return code_version(
-        datasets.notes, datasets.midi, datasets.scores, datasets.corpus, datasets.jsb
+        datasets.symbolic.notes,
+        datasets.symbolic.midi,
+        datasets.symbolic.scores,
+        datasets.symbolic.corpus,
+        datasets.symbolic.jsb,
     )
 
 
 def tokenize_code_version() -> str:
-    return code_version(datasets.tokenizer, datasets.augment, sys.modules[__name__])
-
-
-def hash_threads(n_files: int) -> int:
-    """Threads that hash an inventory: one per core, at most 4 (hashing is memory-bound)."""
-    return max(1, min(4, os.cpu_count() or 1, n_files))
-
-
-def _try_sha256(entry: dict[str, Any]) -> tuple[str, str]:
-    """The file's sha256, or "" and why it could not be read."""
-    try:
-        return sha256_file(entry["file"]), ""
-    except OSError as exc:
-        return "", str(exc.strerror or exc)
-
-
-def inventory(
-    paths: Sequence[str | os.PathLike[str]], root: str | os.PathLike[str], max_file_bytes: int
-) -> list[dict[str, Any]]:
-    """One entry per file, sorted by manifest path: status ok (to parse), rejected or duplicate.
-
-    Duplicates are files whose bytes equal an earlier file's (in path order); they are
-    processed once, under the first name.
-    """
-    entries = []
-    for path in paths:
-        rel, reason = printable_name(relative_to_root(path, root))
-        size, unreadable = (0, "") if reason else regular_file_size(path)
-        entries.append(
-            {
-                "path": rel,
-                "file": os.path.abspath(path),
-                "size_bytes": size,
-                "sha256": "",
-                "status": "rejected" if reason or unreadable else "ok",
-                "reason": reason or unreadable,
-            }
-        )
-    entries.sort(key=lambda entry: entry["path"])
-    to_hash = []
-    for entry in entries:
-        if entry["status"] == "rejected":
-            continue
-        if entry["size_bytes"] == 0:
-            entry["status"], entry["reason"] = "rejected", "empty file (0 bytes)"
-        elif entry["size_bytes"] > max_file_bytes:
-            entry["status"] = "rejected"
-            entry["reason"] = (
-                f"file is {entry['size_bytes']} bytes, over max_file_bytes={max_file_bytes}; "
-                "raise the limit to include it"
-            )
-        else:
-            to_hash.append(entry)
-    # hashlib releases the GIL: the files are hashed on threads, the results kept in path order.
-    with ThreadPoolExecutor(hash_threads(len(to_hash))) as pool:
-        for entry, (digest, error) in zip(to_hash, pool.map(_try_sha256, to_hash), strict=True):
-            entry["sha256"] = digest
-            if error:
-                entry["status"], entry["reason"] = "rejected", f"cannot read it: {error}"
-    first_by_sha: dict[str, str] = {}
-    for entry in to_hash:
-        if entry["status"] == "rejected":
-            continue
-        if entry["sha256"] in first_by_sha:
-            entry["status"] = "duplicate"
-            entry["reason"] = f"same content as {first_by_sha[entry['sha256']]}"
-        else:
-            first_by_sha[entry["sha256"]] = entry["path"]
-    return entries
-
-
-def reject_beyond_limit(entries: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    """Keep the first `limit` readable files (in path order); the rest stay in the manifest,
-    rejected with the reason, instead of vanishing from it."""
-    if limit is None:
-        return entries
-    kept = 0
-    for entry in entries:
-        if entry["status"] != "ok":
-            continue
-        if kept < limit:
-            kept += 1
-        else:
-            entry["status"] = "rejected"
-            entry["reason"] = f"beyond --limit {limit} (raise --limit or use --profile full)"
-    return entries
+    return code_version(
+        datasets.symbolic.tokenizer, datasets.symbolic.augment, sys.modules[__name__]
+    )
 
 
 def _read_pieces(file: Path, max_notes: int | None) -> pd.DataFrame:

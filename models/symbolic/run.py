@@ -3,8 +3,8 @@ budget, and all three scored on the same valid and test pieces (metrics.json).
 
 Baselines: the vanilla Transformer (`MusicConfig.vanilla`: same size, learned absolute
 positions, no memory, no beat embedding) trained by the same loop on the same stream, steps,
-batch and segment length; and an interpolated absolute-discounting n-gram model (models.ngram)
-fitted on the pieces that stream met first, up to the same number of tokens.
+batch and segment length; and an interpolated absolute-discounting n-gram model
+(models.symbolic.ngram) fitted on the pieces that stream met first, up to the same number of tokens.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from datasets.io import write_json_atomic
-from datasets.tokenizer import Vocab
+from datasets.symbolic.tokenizer import Vocab
 from models.checkpoint import CONFIG_FILE, STATE_JSON_FILE
-from models.music_data import first_pieces, read_pieces
-from models.music_eval import evaluate
-from models.music_train import TRAIN_CONFIG_FILE, TrainConfig, train
-from models.music_transformer import MusicConfig, MusicTransformer
-from models.ngram import NGram
+from models.symbolic.data import first_pieces, read_pieces
+from models.symbolic.evaluate import evaluate
+from models.symbolic.ngram import NGram
+from models.symbolic.train import TRAIN_CONFIG_FILE, TrainConfig, train
+from models.symbolic.transformer import MusicConfig, MusicTransformer
 
 METRICS_JSON = "metrics.json"
 

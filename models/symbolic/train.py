@@ -1,4 +1,4 @@
-"""Training the music Transformer: segments streamed from Parquet (models.music_data), AdamW
+"""Training the music Transformer: segments streamed from Parquet (models.symbolic.data), AdamW
 with warm-up and cosine decay, gradient clipping, resumable runs.
 
 A run directory holds the checkpoint (model.safetensors, config.json, train_state.*,
@@ -49,9 +49,9 @@ from models.checkpoint import (
     save_model,
     save_train_state,
 )
-from models.music_data import IGNORE, lane_segments, shuffled_pieces, targets_of
-from models.music_eval import evaluate
-from models.music_transformer import MusicConfig, MusicTransformer
+from models.symbolic.data import IGNORE, lane_segments, shuffled_pieces, targets_of
+from models.symbolic.evaluate import evaluate
+from models.symbolic.transformer import MusicConfig, MusicTransformer
 
 MEMORY_FILE = "memory.safetensors"
 TRAIN_CONFIG_FILE = "train_config.json"
