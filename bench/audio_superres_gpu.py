@@ -35,7 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from datasets.audio.pairs import FILES_SCHEMA, PairSpec, pairs_entry, write_pair_shards
+from datasets.audio.dataset import FILES_SCHEMA
+from datasets.audio.lowres import pairs_entry
+from datasets.audio.pairs import PairSpec
+from datasets.audio.shards import write_pair_shards
 from datasets.splits import SPLITS
 
 TRAIN_BITS = 11
@@ -119,8 +122,9 @@ def seconds_per_step(batches: int = 12) -> float:
     through `model_inputs`, the spline the loop runs on the CPU)."""
     import torch
 
-    from models.audio.train import model_inputs, profile_config
-    from models.audio.unet import AudioUNet, preset
+    from models.audio.config import preset, profile_config
+    from models.audio.data import model_inputs
+    from models.audio.unet import AudioUNet
 
     config = profile_config("full", 0)
     model = AudioUNet(preset(config.preset, ratio=4, hr_rate=16000, patch=8192)).cuda()
@@ -159,7 +163,8 @@ def start(data_dir: Path, minutes: float) -> None:
 
 
 def train(data_dir: Path, steps: int) -> None:
-    from models.audio.train import profile_config, train_audio_unet
+    from models.audio.config import profile_config
+    from models.audio.train import train_audio_unet
 
     config = profile_config("full", 0, steps=steps)
     print(

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from orchestration_corpus import OUT, chorale_corpus, quiet_prefect, start_prefect  # noqa: E402
+from orchestration_corpus import OUT, chorale_corpus, quiet_prefect, start_prefect
 
 quiet_prefect()
 

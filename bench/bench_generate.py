@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import torch
 
-from models.symbolic.transformer import MusicConfig, MusicTransformer
+from models.symbolic.config import MusicConfig
+from models.symbolic.transformer import MusicTransformer
 
 VOCAB_SIZE = 259  # the default symbolic vocabulary (datasets.symbolic.tokenizer.Vocab())
 
@@ -31,8 +32,8 @@ def rates(run: Callable[[], None], tokens: int) -> tuple[float, float]:
 
 def model_for(context: int, preset: str) -> MusicTransformer:
     base = MusicConfig.preset(preset, VOCAB_SIZE)
-    cfg = MusicConfig.preset(preset, VOCAB_SIZE, mem_len=context - base.seg_len)
-    return MusicTransformer(cfg, torch.Generator().manual_seed(0)).eval()
+    config = MusicConfig.preset(preset, VOCAB_SIZE, mem_len=context - base.seg_len)
+    return MusicTransformer(config, torch.Generator().manual_seed(0)).eval()
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Atomic file writes, content hashes and the manifest every stage keeps.
+"""Atomic file writes, content hashes, code versions and the manifest every stage keeps.
 
 Every file a stage writes goes through these helpers: the bytes land in a temporary file beside
 the target and are renamed over it (`os.replace` is atomic on POSIX), so a killed run never
@@ -20,7 +20,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PARQUET_COMPRESSION = "zstd"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("flows", "tasks", "datasets", "models")  # what `project_code_version` hashes
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -175,14 +177,30 @@ def relative_to_root(path: str | os.PathLike[str], root: str | os.PathLike[str])
         raise ValueError(f"{path} lies outside the corpus root {root}") from exc
 
 
-def code_version(*modules: Any) -> str:
-    """Hash of the source files of `modules`: a change of code invalidates cached stages."""
+def hash_sources(sources: Iterable[Path], root: Path | None = None) -> str:
+    """Hash of source files, each as its name (its path under `root`, or its file name) and
+    its bytes: the one source hasher behind every code version, so a change of code
+    invalidates what was cached with it."""
     digest = hashlib.sha256()
-    for module in modules:
-        source = Path(module.__file__)
-        digest.update(source.name.encode())
+    for source in sources:
+        name = source.relative_to(root).as_posix() if root is not None else source.name
+        digest.update(name.encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def code_version(*modules: Any) -> str:
+    """Hash of the source files of `modules`: the code version of one stage's cache."""
+    return hash_sources(Path(module.__file__) for module in modules)
+
+
+def project_code_version(root: Path = PROJECT_ROOT) -> str:
+    """Hash of every .py file of the project's packages (path and bytes): the code version
+    of a whole flow, which any line of the project may change."""
+    return hash_sources(
+        (source for package in PACKAGES for source in sorted((root / package).rglob("*.py"))),
+        root,
+    )
 
 
 class RejectedInput(Exception):
@@ -193,22 +211,6 @@ class RejectedInput(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
-
-
-STAMP_FILE = "_stamp.json"
-
-
-def read_stamp(directory: str | os.PathLike[str]) -> str | None:
-    """The cache key a stage recorded when it last completed in `directory`, if any."""
-    path = Path(directory) / STAMP_FILE
-    if not path.exists():
-        return None
-    return json.loads(path.read_text()).get("key")
-
-
-def write_stamp(directory: str | os.PathLike[str], key: str, info: dict[str, Any] | None = None):
-    """Mark a stage complete; written last, so a stage killed midway is never taken as done."""
-    return write_json_atomic(Path(directory) / STAMP_FILE, {"key": key, "info": info or {}})
 
 
 def printable_name(rel: str) -> tuple[str, str]:

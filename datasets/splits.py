@@ -4,12 +4,15 @@ Pieces are ranked by a hash of (seed, piece id); the first `test_fraction` of th
 test, the next `valid_fraction` valid, the rest train. The result depends only on the set of
 piece ids and the seed, never on discovery order. A non-zero fraction gets at least one piece
 when there are at least three pieces, so a small corpus still has something to validate on.
+Pieces that come with a split of their own (the JSB chorales' published one) keep it
+(`choose_splits`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
@@ -46,3 +49,29 @@ def split_pieces(
         else:
             splits[piece] = "train"
     return dict(sorted(splits.items()))
+
+
+def choose_splits(
+    records: Sequence[dict[str, Any]],
+    seed: int,
+    valid_fraction: float,
+    test_fraction: float,
+    limit: int | None = None,
+) -> dict[str, str]:
+    """piece id -> split for every parsed piece.
+
+    Pieces with a split of their own (JSB) keep it, and `limit` keeps the first `limit` of
+    each such split; the others are split by `split_pieces`.
+    """
+    fixed: dict[str, list[str]] = {}
+    free = []
+    for record in records:
+        for piece, split in record["pieces"]:
+            if split:
+                fixed.setdefault(split, []).append(piece)
+            else:
+                free.append(piece)
+    chosen = split_pieces(free, seed, valid_fraction, test_fraction)
+    for split, pieces in fixed.items():
+        chosen.update((piece, split) for piece in sorted(pieces)[:limit])
+    return dict(sorted(chosen.items()))

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from prefect import flow
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from datasets.audio.pairs import PairSpec
+from datasets.inventory import batches
 from flows.cli import run_cli
+from flows.params import CorpusParams, CorpusResult
+from models.audio.config import QUICK_LIMIT
 from tasks.audio import (
     discover_task,
     load_task,
@@ -40,11 +43,12 @@ from tasks.audio_model import (
 )
 
 Stage = Literal["data", "train", "evaluate", "superres", "mismatch"]
-QUICK_LIMIT = 24  # chorales (or files) the quick profile takes when no limit is given
 
 
-class AudioParams(BaseModel):
-    data_dir: str = Field("data", description="Directory all outputs and caches go under")
+class AudioParams(CorpusParams):
+    QUICK_LIMIT: ClassVar[int] = QUICK_LIMIT
+    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset({"bach", "bytebeat"})
+
     corpus: str = Field(
         "bach",
         description="'bach' (the chorales rendered by FluidSynth), 'bytebeat' (built-in "
@@ -54,12 +58,7 @@ class AudioParams(BaseModel):
         default_factory=lambda: ["data", "train", "evaluate", "superres"],
         description="Stages to run, in pipeline order",
     )
-    profile: Literal["tiny", "quick", "full"] = Field(
-        "quick",
-        description="tiny: the smallest U-Net (30 steps, seconds; for tests and smoke runs); "
-        f"tiny and quick: {QUICK_LIMIT} files of a built-in corpus unless --limit is given",
-    )
-    seed: int = Field(0, description="Seed of the split and of the per-file `random` filter")
+    limit: int | None = Field(None, ge=1, description="Most files (chorales) to use; none: all")
     hr_rate: int = Field(16000, ge=1000, description="High-resolution sample rate (Hz)")
     ratio: Literal[2, 3, 4, 6, 8] = Field(4, description="Decimation ratio hr_rate / lr_rate")
     filter: Literal["soxr", "cheby", "fir", "none", "random"] = Field(
@@ -80,9 +79,6 @@ class AudioParams(BaseModel):
     silence_rms: float = Field(
         1e-3, ge=0, description="Patches whose hr RMS is below this are dropped (and counted)"
     )
-    valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for valid")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for test")
-    limit: int | None = Field(None, ge=1, description="Most files (chorales) to use; none: all")
     program: int = Field(
         0, ge=0, le=127, description="General MIDI program of the Bach renders (0: piano)"
     )
@@ -91,11 +87,6 @@ class AudioParams(BaseModel):
     )
     max_seconds: float | None = Field(
         3600.0, gt=0, description="Files longer than this are rejected; none: no limit"
-    )
-    task_runner: Literal["threads", "dask"] = Field("threads", description="Task runner")
-    workers: int = Field(2, ge=1, description="Threads or Dask workers")
-    dask_address: str | None = Field(
-        None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
     )
     batch_size: int = Field(16, ge=1, description="Files per load / pairs task")
     train_steps: int | None = Field(
@@ -122,13 +113,6 @@ class AudioParams(BaseModel):
         self.pair_spec()  # refuses a patch or stride that is no multiple of the ratio
         return self
 
-    def file_limit(self) -> int | None:
-        """The quick profile takes a subset of the built-in corpora only: a directory of the
-        user's is read whole unless --limit says otherwise."""
-        if self.limit is None and self.profile != "full" and not Path(self.corpus).is_dir():
-            return QUICK_LIMIT
-        return self.limit
-
     def pair_spec(self) -> PairSpec:
         return PairSpec(
             hr_rate=self.hr_rate,
@@ -142,15 +126,9 @@ class AudioParams(BaseModel):
         )
 
 
-class AudioResult(BaseModel):
-    data_dir: str
-    manifest: str
+class AudioResult(CorpusResult):
     files: str
     pairs_dir: str
-    n_files: int = 0
-    n_ok: int = 0
-    n_rejected: int = 0
-    n_duplicate: int = 0
     n_silent: int = 0
     hr_seconds: float = 0.0
     files_train: int = 0
@@ -166,31 +144,9 @@ class AudioResult(BaseModel):
     n_loaded: int = 0
     n_load_reused: int = 0
     n_pairs_reused: int = 0
-    reused: bool = False
-    run_dir: str = ""
-    metrics: dict[str, Any] = Field(default_factory=dict)
     examples: list[dict[str, Any]] = Field(default_factory=list)
     superres: dict[str, Any] = Field(default_factory=dict)
     mismatch: dict[str, Any] = Field(default_factory=dict)
-
-
-def _batches(
-    items: list[dict[str, Any]], size: int, workers: int = 1
-) -> list[list[dict[str, Any]]]:
-    """Contiguous batches of at most `size` items, as many as a multiple of `workers` (where
-    there are enough items) and within one item of each other in size: 24 files in batches of
-    16 on 2 workers go 12 + 12, not 16 + 8, which left one worker idle a third of the stage."""
-    if not items:
-        return []
-    count = -(-len(items) // size)
-    count = min(len(items), -(-count // workers) * workers)
-    base, extra = divmod(len(items), count)
-    batches, start = [], 0
-    for k in range(count):
-        stop = start + base + (k < extra)
-        batches.append(items[start:stop])
-        start = stop
-    return batches
 
 
 def data_stage(params: AudioParams) -> dict[str, Any]:
@@ -201,7 +157,7 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
         params.corpus,
         data_dir,
         params.hr_rate,
-        params.file_limit(),
+        params.corpus_limit(),
         params.program,
         params.max_file_bytes,
     )
@@ -214,14 +170,14 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
             params.max_file_bytes,
             params.max_seconds,
         )
-        for batch in _batches(entries, params.batch_size, params.workers)
+        for batch in batches(entries, params.batch_size, params.workers)
     ]
     loaded = [record for future in load_futures for record in future.result()]
     splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction)
     spec_dict = dataclasses.asdict(spec)
     pair_futures = [
         pairs_task.submit(batch, data_dir, spec_dict)
-        for batch in _batches(loaded, params.batch_size, params.workers)
+        for batch in batches(loaded, params.batch_size, params.workers)
     ]
     records = [record for future in pair_futures for record in future.result()]
     summary = write_task(records, splits, data_dir, spec_dict)

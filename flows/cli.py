@@ -91,7 +91,8 @@ def run_cli(
     *,
     own_task_runner: bool = True,
 ) -> Any:
-    """Parse the command line into `params_model`, run the flow, print where outputs are.
+    """Parse the command line into `params_model`, run the flow, and print its result (where
+    the outputs are, the numbers) as the last line: one JSON object, for `| tail -1 | jq`.
 
     With `own_task_runner` the flow runs on the task runner its params name (`task_runner`,
     `workers`, `dask_address`); the pipeline passes False because it starts one runner that
@@ -107,7 +108,7 @@ def run_cli(
     timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), 120)
     with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: timeout}):
         result = flow_fn(params)
-    print(json.dumps(_jsonable(result), indent=2, default=str))
+    print(json.dumps(_jsonable(result), default=str))
     return result
 
 

@@ -14,29 +14,34 @@ Each stage reads what the earlier ones wrote under `data_dir`, so any subset can
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from datasets.inventory import batches
 from datasets.symbolic.tokenizer import Vocab
 from flows.cli import run_cli
+from flows.params import CorpusParams, CorpusResult
+from models.symbolic.config import QUICK_LIMIT
 from tasks.symbolic import discover_task, parse_task, split_task, tokenize_task, write_task
 from tasks.symbolic_model import (
     evaluate_music_model,
     generate_music,
     jsb_benchmark,
+    jsb_evaluate,
     music_run_dir,
     train_music_baseline,
     train_music_model,
 )
 
 Stage = Literal["data", "train", "evaluate", "generate"]
-QUICK_LIMIT = 24  # pieces the quick profile takes when no limit is given
 
 
-class SymbolicParams(BaseModel):
-    data_dir: str = Field("data", description="Directory all outputs and caches go under")
+class SymbolicParams(CorpusParams):
+    QUICK_LIMIT: ClassVar[int] = QUICK_LIMIT
+    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset({"bach"})
+
     corpus: str = Field(
         "bach",
         description="'bach' (music21's chorales), a directory of MIDI/score files, "
@@ -46,30 +51,17 @@ class SymbolicParams(BaseModel):
         default_factory=lambda: ["data", "train", "evaluate", "generate"],
         description="Stages to run, in pipeline order",
     )
-    profile: Literal["tiny", "quick", "full"] = Field(
-        "quick",
-        description=f"tiny: the smallest model (60 steps, seconds; for tests and smoke runs); "
-        f"tiny and quick: {QUICK_LIMIT} chorales of bach unless --limit says otherwise",
-    )
-    seed: int = Field(0, description="Seed of the train/valid/test split")
-    valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of pieces for valid")
-    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of pieces for test")
-    steps_per_beat: int = Field(4, ge=1, description="Grid steps per quarter note")
-    max_duration: int = Field(64, ge=1, description="Longest duration token, in grid steps")
-    max_shift: int = Field(64, ge=1, description="Longest time-shift token, in grid steps")
     limit: int | None = Field(
         None, ge=1, description="Most pieces to use (per split for a JSB file); none: all"
     )
+    steps_per_beat: int = Field(4, ge=1, description="Grid steps per quarter note")
+    max_duration: int = Field(64, ge=1, description="Longest duration token, in grid steps")
+    max_shift: int = Field(64, ge=1, description="Longest time-shift token, in grid steps")
     max_file_bytes: int = Field(
         20_000_000, ge=1, description="Files larger than this are rejected unread"
     )
     max_notes: int | None = Field(
         200_000, ge=1, description="Files with more notes are rejected; none: no limit"
-    )
-    task_runner: Literal["threads", "dask"] = Field("threads", description="Task runner")
-    workers: int = Field(2, ge=1, description="Threads or Dask workers")
-    dask_address: str | None = Field(
-        None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
     )
     batch_size: int = Field(32, ge=1, description="Files per parse and per tokenize task")
     model: str | None = Field(
@@ -89,30 +81,18 @@ class SymbolicParams(BaseModel):
     jsb: str | None = Field(
         None,
         description="Also run the JSB benchmark on this Coconet-format JSON file "
-        "(e.g. Jsb16thSeparated.json); none: skip it",
+        "(e.g. Jsb16thSeparated.json): train and score; with --model and no train stage, "
+        "--stages evaluate scores that model on JSB's valid and test splits; none: skip it",
     )
-
-    def piece_limit(self) -> int | None:
-        """The quick profile takes a subset of the built-in corpus only: a corpus of the
-        user's is read whole unless --limit says otherwise."""
-        if self.limit is None and self.profile != "full" and self.corpus == "bach":
-            return QUICK_LIMIT
-        return self.limit
 
     def vocab(self) -> Vocab:
         return Vocab(self.steps_per_beat, self.max_duration, self.max_shift)
 
 
-class SymbolicResult(BaseModel):
-    data_dir: str
-    manifest: str
+class SymbolicResult(CorpusResult):
     notes: str
     tokens_dir: str
     vocab: str
-    n_files: int = 0
-    n_ok: int = 0
-    n_rejected: int = 0
-    n_duplicate: int = 0
     n_pieces: int = 0
     pieces_train: int = 0
     pieces_valid: int = 0
@@ -125,29 +105,29 @@ class SymbolicResult(BaseModel):
     n_dropped: int = 0
     n_parsed: int = 0
     n_parse_reused: int = 0
-    reused: bool = False
-    run_dir: str = ""
-    metrics: dict[str, Any] = Field(default_factory=dict)
     generated: dict[str, Any] = Field(default_factory=dict)
     jsb: dict[str, Any] = Field(default_factory=dict)
+    # The headline of this run's evaluation (the chorale tokens, or JSB for a --jsb model).
+    valid_nll: float | None = None
+    test_nll: float | None = None
 
 
 def data_stage(params: SymbolicParams) -> dict[str, int | bool]:
     """Corpus -> manifest, notes, tokens in 12 keys, vocab under `data_dir/symbolic`."""
     data_dir = Path(params.data_dir)
     cache_dir = str(data_dir / "cache" / "symbolic")
-    limit = params.piece_limit()
+    limit = params.corpus_limit()
     vocab_json = params.vocab().to_json()
     entries = discover_task(params.corpus, str(data_dir), limit, params.max_file_bytes)
-    batches = [
-        entries[i : i + params.batch_size] for i in range(0, len(entries), params.batch_size)
+    futures = [
+        parse_task.submit(batch, cache_dir, params.max_notes)
+        for batch in batches(entries, params.batch_size, params.workers)
     ]
-    futures = [parse_task.submit(batch, cache_dir, params.max_notes) for batch in batches]
     records = [record for future in futures for record in future.result()]
     splits = split_task(records, params.seed, params.valid_fraction, params.test_fraction, limit)
     tokenized = [
-        tokenize_task.submit(records[i : i + params.batch_size], vocab_json, cache_dir)
-        for i in range(0, len(records), params.batch_size)
+        tokenize_task.submit(batch, vocab_json, cache_dir)
+        for batch in batches(records, params.batch_size, params.workers)
     ]
     token_records = [record for future in tokenized for record in future.result()]
     summary = write_task(records, splits, token_records, vocab_json, str(data_dir / "symbolic"))
@@ -172,7 +152,9 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
         result["run_dir"] = str(named if named.is_dir() else Path(params.model))
     else:
         result["run_dir"] = str(music_run_dir(data_dir, f"{params.profile}-seed{params.seed}"))
-    if "evaluate" in params.stages:
+    # A model given with --jsb and no training is scored on the JSB splits, not on data_dir's.
+    score_on_jsb = bool(params.jsb) and params.model is not None and "train" not in params.stages
+    if "evaluate" in params.stages and not score_on_jsb:
         result["metrics"] = evaluate_music_model(data_dir, result["run_dir"])
     if "generate" in params.stages:
         result["generated"] = generate_music(
@@ -186,8 +168,13 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
             params.top_p,
             params.seed,
         )
-    if params.jsb:
+    if params.jsb and score_on_jsb:
+        if "evaluate" in params.stages:
+            result["jsb"] = jsb_evaluate(params.jsb, data_dir, result["run_dir"])
+    elif params.jsb:
         result["jsb"] = jsb_benchmark(params.jsb, data_dir, params.profile, params.seed)
+    headline = result.get("metrics") or result.get("jsb") or {}
+    result |= {"valid_nll": headline.get("valid_nll"), "test_nll": headline.get("test_nll")}
     return SymbolicResult(
         data_dir=str(Path(data_dir).resolve()),
         manifest=str(out / "manifest.parquet"),

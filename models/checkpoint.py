@@ -4,13 +4,25 @@ A checkpoint directory holds
   model.safetensors   the model's weights
   config.json         the model config (a dataclass, as a dict)
   train_state.safetensors + train_state.json   optimizer tensors and scalars, step, RNG state
-so that a killed run resumes where it stopped. Every file is written atomically.
+and whatever else a trainer needs to resume exactly (memory, metrics so far, best weights), so
+that a killed run resumes where it stopped. Every file is written atomically.
+
+A checkpoint is several files that must agree (weights, metrics and memory of step N with the
+optimizer state of step N), so both trainers commit one the same way (`commit_checkpoint`): its
+files are written into `<directory>/checkpoint.pending/`, a `commit.json` listing them is written
+last, then each is moved over the directory's own file. A kill before the commit record leaves
+the previous checkpoint whole (`finish_checkpoint` discards the pending directory on resume); a
+kill after it is rolled forward on resume (the remaining files are moved), so no mix of two steps
+is ever resumed from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +35,8 @@ MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_TENSORS_FILE = "train_state.safetensors"
 STATE_JSON_FILE = "train_state.json"
+PENDING_DIR = "checkpoint.pending"
+COMMIT_FILE = "commit.json"
 
 ConfigT = TypeVar("ConfigT")
 
@@ -43,14 +57,67 @@ def save_model(directory: str | Path, model: torch.nn.Module, config: Any) -> Pa
     return directory
 
 
+class ModelDirectoryError(ValueError):
+    """A model directory that cannot be loaded: the message names the file and the reason, so a
+    person can act on it instead of reading a traceback from deep inside torch."""
+
+
 def load_config(directory: str | Path, config_cls: type[ConfigT]) -> ConfigT:
-    raw = json.loads((Path(directory) / CONFIG_FILE).read_text())
-    known = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
-    return config_cls(**{k: v for k, v in raw.items() if k in known})
+    """The config in `directory/config.json`, refused with `ModelDirectoryError` when it is
+    missing, damaged, or the config of another kind of model (other fields)."""
+    path = Path(directory) / CONFIG_FILE
+    if not Path(directory).is_dir():
+        raise ModelDirectoryError(f"{directory}: no such model directory")
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelDirectoryError(
+            f"{path}: missing; a model directory holds {CONFIG_FILE} and {MODEL_FILE}"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirectoryError(f"{path}: not a readable JSON config ({exc})") from exc
+    fields = {f.name for f in dataclasses.fields(config_cls)}  # type: ignore[arg-type]
+    if not isinstance(raw, dict) or set(raw) - fields:
+        foreign = sorted(set(raw) - fields) if isinstance(raw, dict) else raw
+        raise ModelDirectoryError(
+            f"{path}: not a {config_cls.__name__} (unknown fields {foreign}); "
+            "is it a model of the other domain?"
+        )
+    try:
+        return config_cls(**raw)
+    except (TypeError, ValueError) as exc:
+        raise ModelDirectoryError(f"{path}: not a valid {config_cls.__name__}: {exc}") from exc
 
 
 def load_weights(directory: str | Path, model: torch.nn.Module) -> torch.nn.Module:
-    tensors = load_file(str(Path(directory) / MODEL_FILE), device="cpu")
+    """Load `directory/model.safetensors` into `model`, refused with `ModelDirectoryError` when
+    the file is missing or damaged, does not fit the model its config describes, or holds
+    non-finite values."""
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise ModelDirectoryError(f"{path}: missing; the run has no saved weights")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise ModelDirectoryError(
+            f"{path}: not a readable safetensors file (truncated or damaged?): {exc}"
+        ) from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    reshaped = [
+        f"{name} {tuple(tensors[name].shape)} != {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in tensors and tensors[name].shape != tensor.shape
+    ]
+    if missing or unexpected or reshaped:
+        raise ModelDirectoryError(
+            f"{path} does not match {CONFIG_FILE} beside it: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, other shapes {reshaped[:5]}"
+        )
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ModelDirectoryError(f"{path}: tensor {name} holds NaN or infinite values")
     model.load_state_dict(tensors)
     return model
 
@@ -112,3 +179,69 @@ def load_train_state(
     if generator is not None and generator_state is not None:
         generator.set_state(generator_state)
     return saved["extra"]
+
+
+def commit_checkpoint(directory: str | Path, write: Callable[[Path], None]) -> None:
+    """Commit the files `write(pending)` puts in a fresh pending directory as one checkpoint of
+    `directory`, then move them into place (module doc)."""
+    directory = Path(directory)
+    pending = directory / PENDING_DIR
+    if pending.exists():
+        shutil.rmtree(pending)
+    pending.mkdir(parents=True)
+    write(pending)
+    files = sorted(p.name for p in pending.iterdir() if p.is_file())
+    write_json_atomic(pending / COMMIT_FILE, {"files": files})
+    finish_checkpoint(directory)
+
+
+def finish_checkpoint(directory: str | Path) -> bool:
+    """Complete a committed checkpoint left in `directory/checkpoint.pending/` (move its files
+    over the directory's), or discard one a kill cut short before its commit record; then say
+    whether `directory` holds a whole checkpoint to resume from."""
+    directory = Path(directory)
+    pending = directory / PENDING_DIR
+    if pending.is_dir():
+        commit = pending / COMMIT_FILE
+        if commit.exists():
+            for name in json.loads(commit.read_text())["files"]:
+                if (pending / name).exists():  # moved already when a kill came mid-way
+                    os.replace(pending / name, directory / name)
+            commit.unlink()
+        shutil.rmtree(pending)
+    return (directory / STATE_JSON_FILE).exists()
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, Any],
+    generator: torch.Generator | None = None,
+    write_more: Callable[[Path], None] | None = None,
+) -> None:
+    """Commit the model (weights and its `config`), the train state (`save_train_state`) and
+    the files `write_more(pending)` adds as one checkpoint of `directory`."""
+
+    def write(pending: Path) -> None:
+        save_model(pending, model, model.config)
+        if write_more is not None:
+            write_more(pending)
+        save_train_state(pending, optimizer, extra, generator)
+
+    commit_checkpoint(directory, write)
+
+
+def load_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Restore what `save_checkpoint` committed (after `finish_checkpoint` said one stands):
+    weights, optimizer and generator state; returns the `extra` dict."""
+    load_weights(directory, model)
+    extra = load_train_state(directory, optimizer, generator)
+    if extra is None:
+        raise FileNotFoundError(f"{directory}: weights without optimizer state")
+    return extra

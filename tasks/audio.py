@@ -6,29 +6,21 @@ audio and pairs stay on disk in the content-addressed cache under `data_dir/cach
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
-import soundfile as sf
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from datasets.audio.corpus import audio_corpus
-from datasets.audio.pairs import (
-    PairSpec,
-    load_entry,
-    pairs_code_version,
-    pairs_entry,
-    write_audio_dataset,
-)
-from datasets.audio.signal_report import signal_report
-from datasets.inventory import inventory, reject_beyond_limit
-from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_stamp
+from datasets.audio.dataset import dataset_key, write_audio_dataset
+from datasets.audio.load import load_entry
+from datasets.audio.lowres import pairs_entry
+from datasets.audio.pairs import PairSpec
+from datasets.audio.signal_report import report_excerpt, signal_report
+from datasets.inventory import corpus_inventory
 from datasets.splits import split_pieces
+from datasets.stamps import reuse_stamp, write_stamp
 from tasks.common import log_rejected, publish_markdown, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
@@ -45,9 +37,7 @@ def discover_task(
 ) -> list[dict[str, Any]]:
     """Find (rendering first for bach and bytebeat) and hash the corpus files; one entry each."""
     found = audio_corpus(corpus, data_dir, hr_rate, limit, program)
-    entries = inventory(found.paths, found.root, max_file_bytes)
-    if Path(corpus).is_dir():
-        entries = reject_beyond_limit(entries, limit)
+    entries = corpus_inventory(corpus, found.paths, found.root, max_file_bytes, limit)
     refused = [dict(row, file="") for row in found.refused]
     get_run_logger().info("audio corpus %s: %d files under %s", corpus, len(entries), found.root)
     return entries + refused
@@ -97,18 +87,10 @@ def write_task(
     publish the rejected files as a table artifact."""
     pair_spec = PairSpec(**spec)
     audio_dir = Path(data_dir) / "audio"
-    key = sha256_json(
-        [
-            [(r["path"], r["status"], r["reason"], r.get("lr_path", "")) for r in records],
-            splits,
-            dataclasses.asdict(pair_spec),
-            pairs_code_version(),
-        ]
-    )
+    key = dataset_key(records, splits, pair_spec)
     logger = get_run_logger()
-    previous = read_stamp(audio_dir)
-    if previous == key and (audio_dir / "manifest.parquet").exists():
-        summary = _stamp_info(audio_dir)
+    summary = reuse_stamp(audio_dir, key, [audio_dir / "manifest.parquet"])
+    if summary is not None:
         logger.info("audio dataset in %s is current; nothing written", audio_dir)
         summary["reused"] = True
     else:
@@ -134,20 +116,7 @@ def write_task(
 def signal_report_task(data_dir: str, hr_rate: int, excerpt: int = 4096) -> str:
     """Draw `reports/audio_signals.png` from the middle of the first accepted file (by id),
     or from a demo tone when there is none; publish its numbers as a markdown artifact."""
-    files_path = Path(data_dir) / "audio" / "files.parquet"
-    files = sorted(
-        pq.read_table(files_path).to_pylist() if files_path.exists() else [],
-        key=lambda row: row["file_id"],
-    )
-    signal, title = None, "demo tone"
-    if files:
-        info = sf.info(str(Path(data_dir) / files[0]["hr_path"]))
-        start = max(0, info.frames // 2 - excerpt // 2)
-        signal, _ = sf.read(
-            str(Path(data_dir) / files[0]["hr_path"]), start=start, frames=excerpt, dtype="float32"
-        )
-        signal = np.asarray(signal, dtype=np.float32)
-        title = files[0]["file_id"]
+    signal, title = report_excerpt(data_dir, excerpt)
     out = Path(data_dir) / "reports" / "audio_signals.png"
     numbers = signal_report(out, signal, hr_rate, title=f"{title} @ {hr_rate} Hz")
     lines = ["| bits | SQNR dB | 6.02N+1.76 |", "| --- | --- | --- |"]
@@ -164,8 +133,3 @@ def signal_report_task(data_dir: str, hr_rate: int, excerpt: int = 4096) -> str:
         "audio-signals", "\n".join(lines), description=f"{title}: quantization and sampling ({out})"
     )
     return str(out)
-
-
-def _stamp_info(directory: Path) -> dict[str, Any]:
-    """The summary the last completed write recorded with its stamp."""
-    return dict(json.loads((directory / STAMP_FILE).read_text())["info"])

@@ -1,6 +1,6 @@
 """Tasks of the audio super-resolution model: train, evaluate, super-resolve, filter mismatch.
 
-Thin wrappers over `models.audio_*`: each takes paths and a profile, hands back a small record,
+Thin wrappers over `models.audio`: each takes paths and a profile, hands back a small record,
 shows training progress as a progress artifact and metrics as table artifacts. A run directory
 is `data_dir/models/audio/<run>`; training resumes a killed run from its checkpoint, and is
 skipped when its stamp says the same config already finished on the same pairs dataset.
@@ -9,7 +9,6 @@ skipped when its stamp says the same config already finished on the same pairs d
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,37 +16,19 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from datasets.audio.pairs import PairSpec
 from datasets.audio.signals import FILTERS
-from datasets.io import STAMP_FILE, read_stamp, sha256_json, write_json_atomic, write_stamp
-from models.audio.evaluate import (
-    evaluate_run,
-    mismatch_table,
-    side_by_side,
-    write_examples,
-    write_filter_pairs,
-)
+from datasets.io import sha256_json
+from datasets.stamps import read_stamp, reuse_stamp, write_stamp
+from models.audio import mismatch
+from models.audio.config import EVAL_LIMITS, profile_config
+from models.audio.data import read_pairs_info
+from models.audio.evaluate import evaluate_run, side_by_side, write_examples
 from models.audio.infer import latest_run, superresolve_file
-from models.audio.train import (
-    METRICS_FILE,
-    profile_config,
-    read_pairs_info,
-    train_audio_unet,
-)
+from models.audio.train import METRICS_FILE, train_audio_unet
 from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints and stamps; Prefect's cache would hash big inputs.
 MAX_TABLE_ROWS = 60
-# Whole-file evaluation per profile: (most files, seconds of each file); None = all of it.
-EVAL_LIMITS: dict[str, tuple[int | None, float | None]] = {
-    "tiny": (2, 4.0),
-    "quick": (4, 20.0),
-    "full": (None, None),
-}
-# The filter-mismatch study trains one model per filter: a size smaller than the profile's, on
-# the first files of the train split (all of it would be one model's data five times over).
-MISMATCH_PROFILE = {"tiny": "tiny", "quick": "tiny", "full": "quick"}
-MISMATCH_FILES = {"tiny": 4, "quick": 8, "full": 40}
 
 
 def pairs_dir(data_dir: str) -> Path:
@@ -64,9 +45,10 @@ def _train(
     """Train unless the run's stamp says this config already finished on this data."""
     config = profile_config(profile, seed, **overrides)
     key = sha256_json([dataclasses.asdict(config), data_key])
-    if read_stamp(run_dir) == key and (run_dir / "config.json").exists():
+    recorded = reuse_stamp(run_dir, key, [run_dir / "config.json"])
+    if recorded is not None:
         get_run_logger().info("%s is trained and current; not retraining", run_dir)
-        return json.loads((run_dir / STAMP_FILE).read_text())["info"] | {"reused": True}
+        return recorded | {"reused": True}
     summary = train_audio_unet(pairs, run_dir, config, progress=Progress(f"train-{run_dir.name}"))
     # The stamp is an output: the same run gives the same bytes, so no wall-clock time in it.
     write_stamp(run_dir, key, {k: v for k, v in summary.items() if k != "seconds"})
@@ -180,42 +162,21 @@ def filter_mismatch(
     train_filters: tuple[str, ...] = (*FILTERS, "random"),
 ) -> dict[str, Any]:
     """Train one model per anti-aliasing filter (and `random`, one per file) on the same train
-    files, evaluate each on test inputs made with every filter; a table artifact and
-    `models/audio-mismatch/<profile>-seed<seed>.json`."""
+    files, evaluate each on test inputs made with every filter (`models.audio.mismatch`); a table
+    artifact and `models/audio-mismatch/<profile>-seed<seed>.json`."""
+    data_key = read_stamp(Path(data_dir) / "audio")
     logger = get_run_logger()
-    info = read_pairs_info(pairs_dir(data_dir))
-    small = MISMATCH_PROFILE[profile]
-    max_files, max_seconds = EVAL_LIMITS[profile]
-    root = Path(data_dir) / "models" / "audio-mismatch"
-    run_dirs = {}
-    for train_filter in train_filters:
-        spec = PairSpec(
-            hr_rate=info.hr_rate,
-            ratio=info.ratio,
-            filter=train_filter,
-            patch=info.patch,
-            stride=info.patch,
-            seed=seed,
-        )
-        out_dir = Path(data_dir) / "audio" / "mismatch" / train_filter
-        pairs = write_filter_pairs(
-            data_dir, out_dir, spec, ("train", "valid"), MISMATCH_FILES[profile]
-        )
-        run_dir = root / f"{small}-{train_filter}-seed{seed}"
-        data_key = sha256_json([read_stamp(Path(data_dir) / "audio"), dataclasses.asdict(spec)])
-        _train(pairs, run_dir, small, seed, data_key)
-        run_dirs[train_filter] = run_dir
-        logger.info("mismatch model for %s: %s", train_filter, run_dir)
-    rows = mismatch_table(run_dirs, data_dir, "test", FILTERS, max_files, max_seconds)
-    out = write_json_atomic(root / f"{profile}-seed{seed}.json", rows)
+    result = mismatch.filter_mismatch(
+        data_dir, profile, seed, _train, data_key, train_filters, logger.info
+    )
     publish_table(
         f"audio-filter-mismatch-{profile}",
-        rows,
+        result["rows"],
         description="model trained with train_filter, tested on inputs made with eval_filter; "
         "gain_db = model SNR - spline SNR on the same inputs",
     )
     return {
-        "table": str(out),
-        "rows": len(rows),
-        "models": {k: str(v) for k, v in run_dirs.items()},
+        "table": str(result["table"]),
+        "rows": len(result["rows"]),
+        "models": {k: str(v) for k, v in result["models"].items()},
     }

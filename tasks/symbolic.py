@@ -6,21 +6,18 @@ note tables and tokens stay on disk in the content-addressed cache.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from datasets.inventory import inventory, reject_beyond_limit
-from datasets.symbolic.build import (
-    choose_splits,
-    parse_entry,
-    tokenize_record,
-    write_dataset,
-)
+from datasets.inventory import corpus_inventory
+from datasets.splits import choose_splits
 from datasets.symbolic.corpus import corpus_files
+from datasets.symbolic.dataset import write_dataset
+from datasets.symbolic.parse import parse_entry
 from datasets.symbolic.tokenizer import Vocab
+from datasets.symbolic.tokens import tokenize_record
 from tasks.common import log_rejected, publish_table
 
 # Our own content-addressed cache decides what to recompute; Prefect's would hash big inputs.
@@ -32,9 +29,7 @@ def discover_task(
 ) -> list[dict[str, Any]]:
     """Find the corpus files (exporting the bundled chorales first for `bach`) and hash them."""
     root, paths = corpus_files(corpus, data_dir, limit)
-    entries = inventory(paths, root, max_file_bytes)
-    if Path(corpus).is_dir():
-        entries = reject_beyond_limit(entries, limit)
+    entries = corpus_inventory(corpus, paths, root, max_file_bytes, limit)
     get_run_logger().info("corpus %s: %d files under %s", corpus, len(entries), root)
     return entries
 

@@ -8,23 +8,22 @@ evaluation publishes the model beside both baselines.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from datasets.audio.render import render_midi_to_wav
-from datasets.io import read_stamp, sha256_json, write_stamp
+from datasets.io import sha256_json
+from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from datasets.symbolic.tokenizer import Vocab
-from models.symbolic.generate import continue_prompt, load_prompt, write_outputs
-from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark
-from models.symbolic.run import VANILLA_DIR, evaluate_run, profile_configs
+from models.symbolic.config import profile_configs
+from models.symbolic.generate import generate
+from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark, score_jsb_model
+from models.symbolic.run import VANILLA_DIR, evaluate_run
 from models.symbolic.train import METRICS_PARQUET, train
-from models.symbolic.transformer import MusicTransformer
 from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints; Prefect's cache would only hide a changed dataset.
@@ -65,19 +64,16 @@ def train_music_model(
     logger = get_run_logger()
     tokens_dir, vocab = symbolic_paths(data_dir)
     run_dir = music_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
-    model_cfg, train_cfg = profile_configs(profile, vocab.size, seed)
+    model_config, train_config = profile_configs(profile, vocab.size, seed)
     # A run belongs to the tokens it was trained on: when the data stage has rebuilt them since
     # (a file added, a parameter changed), the old run (its baseline too) is trained afresh.
-    configs = [dataclasses.asdict(model_cfg), dataclasses.asdict(train_cfg)]
+    configs = [dataclasses.asdict(model_config), dataclasses.asdict(train_config)]
     data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
-    recorded = read_stamp(run_dir)
-    if recorded is not None and recorded != data_key:
-        logger.warning("%s was trained on other tokens or settings; training it afresh", run_dir)
-        shutil.rmtree(run_dir)
-    logger.info("training %s: %s, %s", run_dir, model_cfg, train_cfg)
+    reuse_stamp(run_dir, data_key, clear_stale=True)
+    logger.info("training %s: %s, %s", run_dir, model_config, train_config)
     splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
     progress = Progress(f"train-{run_dir.name}")
-    result = train(run_dir, *splits, model_cfg, train_cfg, progress, logger.info)
+    result = train(run_dir, *splits, model_config, train_config, progress, logger.info)
     if result["finished"]:
         write_stamp(run_dir, data_key)
     publish_training_table(f"music-train-{run_dir.name}", run_dir)
@@ -90,13 +86,15 @@ def train_music_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -
     """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
     batch: the same token budget) into `run_dir/baselines/vanilla_transformer`."""
     tokens_dir, vocab = symbolic_paths(data_dir)
-    model_cfg, train_cfg = profile_configs(profile, vocab.size, seed)
+    model_config, train_config = profile_configs(profile, vocab.size, seed)
     baseline_dir = Path(run_dir) / VANILLA_DIR
     splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
     progress = Progress(f"train-{Path(run_dir).name}-vanilla")
     logger = get_run_logger()
     logger.info("training the vanilla baseline %s", baseline_dir)
-    result = train(baseline_dir, *splits, model_cfg.vanilla(), train_cfg, progress, logger.info)
+    result = train(
+        baseline_dir, *splits, model_config.vanilla(), train_config, progress, logger.info
+    )
     publish_training_table(f"music-train-{Path(run_dir).name}-vanilla", baseline_dir)
     _log_training(result)
     return result
@@ -152,14 +150,44 @@ def generate_music(
 ) -> dict[str, Any]:
     """Continue a prompt ("pachelbel", a MIDI path or a piece id); .mid, .wav, .png in reports/."""
     tokens_dir, vocab = symbolic_paths(data_dir)
-    model = MusicTransformer.load(run_dir)
-    chosen = load_prompt(prompt, vocab, prompt_bars, tokens_dir)
-    generator = torch.Generator().manual_seed(seed)
-    tokens, _ = continue_prompt(model, vocab, chosen, length, temperature, top_k, top_p, generator)
-    stem = Path(data_dir) / "reports" / f"{Path(run_dir).name}-{chosen.name}-seed{seed}"
-    outputs = write_outputs(tokens, vocab, chosen, stem, tempo_bpm=100.0)
-    outputs["wav"] = str(render_midi_to_wav(outputs["midi"], f"{stem}.wav"))
-    get_run_logger().info("generated %d notes after %s: %s", outputs["notes"], chosen.name, stem)
+    outputs = generate(
+        run_dir,
+        vocab,
+        tokens_dir,
+        Path(data_dir) / "reports",
+        prompt=prompt,
+        prompt_bars=prompt_bars,
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )
+    midi = Path(outputs["midi"])
+    outputs["wav"] = str(render_midi_to_wav(midi, midi.with_suffix(".wav")))
+    figures = outputs["musicality"]
+    publish_table(
+        f"symbolic-musicality-{midi.stem}",
+        [
+            {"figure": name, "prompt": figures[f"prompt_{name}"], "continuation": value}
+            for name, value in figures.items()
+            if f"prompt_{name}" in figures
+        ],
+        description="MusPy's figures of the continuation beside its prompt's; "
+        f"in the prompt's key: {figures['in_prompt_key']}, density ratio: "
+        f"{figures['density_ratio']}",
+    )
+    get_run_logger().info(
+        "generated %d notes after %s: %s; in the prompt's key %s, pitch-class entropy %s bits "
+        "(prompt %s), %sx the prompt's notes per beat",
+        outputs["notes"],
+        prompt,
+        midi,
+        figures["in_prompt_key"],
+        figures["pitch_class_entropy"],
+        figures["prompt_pitch_class_entropy"],
+        figures["density_ratio"],
+    )
     return outputs
 
 
@@ -188,4 +216,20 @@ def jsb_benchmark(jsb_path: str, data_dir: str, profile: str, seed: int) -> dict
     ]
     publish_table(f"jsb-{profile}-seed{seed}", rows, description="JSB valid NLL per token")
     logger.info("JSB valid NLL %.4f (published: %s)", result["valid_nll"], PUBLISHED)
+    return result
+
+
+@task(name="symbolic-jsb-evaluate", cache_policy=NO_CACHE)
+def jsb_evaluate(jsb_path: str, data_dir: str, run_dir: str) -> dict[str, Any]:
+    """Score a saved model (no training) on Coconet's JSB valid and test splits."""
+    tokens_dir = Path(data_dir) / "models" / "jsb" / "tokens"
+    result = score_jsb_model(jsb_path, run_dir, tokens_dir)
+    publish_table(
+        f"jsb-evaluate-{Path(run_dir).name}",
+        [{k: result[k] for k in ("valid_nll", "test_nll", "valid_accuracy", "test_accuracy")}],
+        description=f"JSB NLL per token (nats) of {run_dir}; published: {PUBLISHED}",
+    )
+    get_run_logger().info(
+        "JSB valid NLL %.4f, test NLL %.4f", result["valid_nll"], result["test_nll"]
+    )
     return result

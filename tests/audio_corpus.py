@@ -14,10 +14,11 @@ import pytest
 import soundfile as sf
 from symusic import Note, Score, Track
 
-from datasets.audio.pairs import FILES_SCHEMA, PairSpec
+from datasets.audio.dataset import FILES_SCHEMA
+from datasets.audio.pairs import PairSpec
 from datasets.audio.render import render_many
 from datasets.io import write_parquet_atomic
-from models.audio.evaluate import write_filter_pairs
+from models.audio.mismatch import write_filter_pairs
 
 HR_RATE = 16000
 # (bass, tenor, alto, soprano) chords, one per half note at 120 bpm.

@@ -12,7 +12,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import pytest  # noqa: E402
+import pytest
+
+# Fixture modules shared by several test files: registered here once, so test modules take the
+# fixtures by name instead of importing them (which shadowed them, F811).
+pytest_plugins = ["audio_corpus", "flowrun"]
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ per run), and its module must exist in the checkout, else the test is skipped wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -80,10 +81,8 @@ def start_flow(command: list[str], api_url: str, log: Path) -> subprocess.Popen:
 
 def kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the flow's whole process group (the flow and anything it spawned)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
 
 

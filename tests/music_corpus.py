@@ -12,8 +12,8 @@ import numpy as np
 
 from datasets.io import write_bytes_atomic, write_parquet_atomic
 from datasets.symbolic.augment import transposed_tokens
-from datasets.symbolic.build import token_table
 from datasets.symbolic.tokenizer import Vocab
+from datasets.symbolic.tokens import token_table
 
 VOCAB = Vocab(steps_per_beat=4, max_duration=16, max_shift=16)
 # I-IV-V-I style chords (bass, tenor, alto, soprano), one per half note.

@@ -8,6 +8,7 @@ judged through the API (state types, artifacts), never by grepping logs: Prefect
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -230,10 +231,8 @@ class PrefectStack:
             _signal_pid(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for _, process in reversed(self._processes):
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             _signal_group(process, signal.SIGKILL)
             process.wait()
         for pid in descendants:
@@ -246,17 +245,13 @@ class PrefectStack:
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _signal_pid(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _descendants(root: int) -> list[int]:

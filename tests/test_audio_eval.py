@@ -8,22 +8,19 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
 
 from datasets.audio.pairs import PairSpec
-from models.audio.evaluate import (
-    evaluate_run,
-    mismatch_table,
-    side_by_side,
-    write_filter_pairs,
-)
-from models.audio.train import AudioTrainConfig, read_pairs_info, train_audio_unet
+from models.audio.config import AudioTrainConfig
+from models.audio.data import read_pairs_info
+from models.audio.evaluate import evaluate_run, side_by_side
+from models.audio.mismatch import mismatch_table, write_filter_pairs
+from models.audio.train import train_audio_unet
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained_run(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def trained_run(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     config = AudioTrainConfig(preset="tiny", steps=20, batch_size=8, lr=3e-3, log_every=10)
     train_audio_unet(audio_data_dir / "audio" / "pairs", run_dir, config)
@@ -32,13 +29,15 @@ def trained_run(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_metrics_json_has_the_model_and_both_baselines(
     trained_run: Path,
-    audio_data_dir: Path,  # noqa: F811
+    audio_data_dir: Path,
 ) -> None:
     metrics = evaluate_run(trained_run, audio_data_dir, split="test", max_seconds=3.0)
     assert json.loads((trained_run / "metrics.json").read_text()) == metrics
     for block in (metrics, metrics["baselines"]["spline"], metrics["baselines"]["sinc"]):
         assert set(block) >= {"snr_db", "lsd", "lsd_hf"}
-    assert metrics["n_files"] == 1 and metrics["filter"] == "soxr" and metrics["ratio"] == 4
+    assert metrics["n_files"] == 1
+    assert metrics["filter"] == "soxr"
+    assert metrics["ratio"] == 4
     assert {r["method"] for r in metrics["per_file"]} == {"model", "spline", "sinc"}
     # The baselines have nothing above the low Nyquist: their high-band LSD exceeds the full.
     spline = metrics["baselines"]["spline"]
@@ -57,7 +56,7 @@ def test_no_test_files_is_a_clear_error(trained_run: Path, tmp_path: Path) -> No
 
 def test_filter_pairs_and_the_mismatch_table(
     trained_run: Path,
-    audio_data_dir: Path,  # noqa: F811
+    audio_data_dir: Path,
     tmp_path: Path,
 ) -> None:
     spec = PairSpec(hr_rate=16000, ratio=4, filter="none", patch=2048, stride=2048)

@@ -48,10 +48,13 @@ def test_data_stage_end_to_end(prefect_harness, corpus: Path, tmp_path: Path) ->
     bad = write_bad_files(tmp_path / "expected")
     n_bad_ok = sum(reason == "" for reason in bad.values())
     assert first.n_files == 7 + len(bad)
-    assert first.n_ok == 7 + n_bad_ok and first.n_rejected == len(bad) - n_bad_ok
-    assert first.n_loaded == first.n_ok and not first.reused
+    assert first.n_ok == 7 + n_bad_ok
+    assert first.n_rejected == len(bad) - n_bad_ok
+    assert first.n_loaded == first.n_ok
+    assert not first.reused
     assert first.files_train + first.files_valid + first.files_test == first.n_ok
-    assert first.pairs_train > 0 and first.shards_train >= 1
+    assert first.pairs_train > 0
+    assert first.shards_train >= 1
     manifest = pq.read_table(first.manifest).to_pylist()
     assert len(manifest) == first.n_files
     assert all(row["reason"] for row in manifest if row["status"] == "rejected")
@@ -64,11 +67,16 @@ def test_data_stage_end_to_end(prefect_harness, corpus: Path, tmp_path: Path) ->
 
     # Nothing changed: everything is reused; a changed parameter redoes only the pairs.
     again = audio_flow(params(corpus, tmp_path / "a", filter="random", bits=10))
-    assert again.reused and again.n_loaded == 0 and again.n_pairs_reused == again.n_ok
+    assert again.reused
+    assert again.n_loaded == 0
+    assert again.n_pairs_reused == again.n_ok
     other = audio_flow(params(corpus, tmp_path / "a", filter="cheby"))
-    assert not other.reused and other.n_loaded == 0 and other.n_pairs_reused == 0
+    assert not other.reused
+    assert other.n_loaded == 0
+    assert other.n_pairs_reused == 0
     meta = pq.read_schema(next(Path(other.pairs_dir).glob("train-*.parquet"))).metadata
-    assert meta[b"filter"] == b"cheby" and meta[b"bits"] == b""
+    assert meta[b"filter"] == b"cheby"
+    assert meta[b"bits"] == b""
 
 
 def test_bytebeat_formula_file(prefect_harness, tmp_path: Path) -> None:
@@ -77,14 +85,17 @@ def test_bytebeat_formula_file(prefect_harness, tmp_path: Path) -> None:
     result = audio_flow(params(formulas, tmp_path / "d", hr_rate=16000))
     assert (result.n_files, result.n_ok, result.n_rejected) == (4, 3, 1)
     rejected = [r for r in pq.read_table(result.manifest).to_pylist() if r["status"] != "ok"]
-    assert rejected[0]["path"] == "formulas.txt:3" and "unexpected 'o'" in rejected[0]["reason"]
+    assert rejected[0]["path"] == "formulas.txt:3"
+    assert "unexpected 'o'" in rejected[0]["reason"]
 
 
 def test_bach_default_corpus_renders_with_fluidsynth(prefect_harness, tmp_path: Path) -> None:
     result = audio_flow(params("bach", tmp_path / "d", limit=3, program=0))
-    assert result.n_ok == 3 and result.pairs_train > 0
+    assert result.n_ok == 3
+    assert result.pairs_train > 0
     wavs = sorted((tmp_path / "d" / "corpora" / "bach_wav" / "0").glob("*.wav"))
-    assert len(wavs) == 3 and all(sf.info(str(w)).duration > 10 for w in wavs)
+    assert len(wavs) == 3
+    assert all(sf.info(str(w)).duration > 10 for w in wavs)
     mtimes = [w.stat().st_mtime_ns for w in wavs]
     audio_flow(params("bach", tmp_path / "d", limit=3, program=0))
     assert [w.stat().st_mtime_ns for w in wavs] == mtimes  # rendered once, then cached

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from audio_corpus import HR_RATE, audio_renders  # noqa: F401 (a fixture)
+from audio_corpus import HR_RATE
 
 from datasets.audio.files import write_wav
 from datasets.audio.signals import RATIOS, decimate
 from datasets.io import write_json_atomic
+from models.audio.config import preset
 from models.audio.infer import (
     crossfade_window,
     load_model,
@@ -21,7 +22,7 @@ from models.audio.infer import (
     superresolve_file,
 )
 from models.audio.metrics import snr_db
-from models.audio.unet import AudioUNet, preset
+from models.audio.unet import AudioUNet
 from models.checkpoint import save_model
 
 torch.set_num_threads(1)
@@ -60,7 +61,7 @@ def test_crossfade_weights_are_positive_and_flat_inside() -> None:
     np.testing.assert_allclose(window[48:] + window[:16], 1.0)
 
 
-def test_overlap_add_has_no_seams(audio_renders: dict[str, list[Path]]) -> None:  # noqa: F811
+def test_overlap_add_has_no_seams(audio_renders: dict[str, list[Path]]) -> None:
     # Chunked output vs the whole signal in one pass: with overlap the two agree to within
     # -50 dB everywhere, including around every chunk border; butted chunks (no overlap)
     # show the seams this guards against.
@@ -103,7 +104,7 @@ def test_saved_model_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize("file_rate", [44100, HR_RATE, HR_RATE // 4, 11025])
 def test_superresolve_file_at_any_rate(
     tmp_path: Path,
-    audio_renders: dict[str, list[Path]],  # noqa: F811
+    audio_renders: dict[str, list[Path]],
     file_rate: int,
 ) -> None:
     import soxr
@@ -116,7 +117,8 @@ def test_superresolve_file_at_any_rate(
     out, rate = sf.read(result["output"], dtype="float32")
     lr_len = round(sf.info(str(source)).frames * (HR_RATE / 4) / file_rate)
     assert rate == HR_RATE
-    assert abs(len(out) - 4 * lr_len) <= 4 and len(out) % 4 == 0
+    assert abs(len(out) - 4 * lr_len) <= 4
+    assert len(out) % 4 == 0
     png = Path(result["png"])
     assert png == tmp_path / "out" / "sr.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -133,5 +135,5 @@ def test_unreadable_input_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     run_dir = write_run(tmp_path / "run", busy_model())
-    with pytest.raises(RejectedInput, match="bad.wav"):
+    with pytest.raises(RejectedInput, match=r"bad\.wav"):
         superresolve_file(run_dir, bad, tmp_path / "out.wav")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
 from prefect import flow
 
 from tasks.audio_model import (
@@ -41,15 +40,16 @@ def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
 
 def test_tasks_in_a_flow(
     prefect_harness,
-    audio_data_dir: Path,  # noqa: F811
-    audio_renders: dict[str, list[Path]],  # noqa: F811
+    audio_data_dir: Path,
+    audio_renders: dict[str, list[Path]],
 ) -> None:
     data_dir = str(audio_data_dir)
     example = str(audio_renders["test"][0])
     result = tiny_audio_flow(data_dir, example)
     run_dir = Path(result["trained"]["run_dir"])
     assert run_dir == audio_data_dir / "models" / "audio" / "tiny-x4-soxr-seed0"
-    assert result["trained"]["steps"] == 30 and not result["trained"]["reused"]
+    assert result["trained"]["steps"] == 30
+    assert not result["trained"]["reused"]
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert result["evaluated"]["model_snr_db"] == round(metrics["snr_db"], 3)
@@ -72,8 +72,10 @@ def test_tasks_in_a_flow(
     }
 
     again = tiny_audio_flow(data_dir, example)
-    assert again["trained"]["reused"] and again["trained"]["steps"] == 30
+    assert again["trained"]["reused"]
+    assert again["trained"]["steps"] == 30
 
     named = audio_data_dir / "named.wav"
     chosen = superresolve(str(audio_renders["valid"][0]), str(named), data_dir, run_dir.name)
-    assert chosen["model"] == str(run_dir) and named.exists()
+    assert chosen["model"] == str(run_dir)
+    assert named.exists()

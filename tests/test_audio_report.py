@@ -14,7 +14,9 @@ from datasets.audio.signal_report import demo_signal, signal_report
 def test_report_png_and_numbers(tmp_path: Path) -> None:
     numbers = signal_report(tmp_path / "r.png", bits=(4, 8, 12), ratios=(2, 4))
     image = mpimg.imread(tmp_path / "r.png")
-    assert image.ndim == 3 and image.shape[0] > 500 and image.shape[1] > 700
+    assert image.ndim == 3
+    assert image.shape[0] > 500
+    assert image.shape[1] > 700
     assert image[..., :3].std() > 0.05  # something is drawn
     sqnr = [q["sqnr_db"] for q in numbers["quantization"]]
     # About 6 dB per bit: 4 bits more, about 24 dB more.

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from audio_corpus import audio_data_dir, audio_renders  # noqa: F401 (fixtures)
 
-from models.audio.train import (
-    AudioTrainConfig,
-    iter_epoch,
-    pair_shards,
-    profile_config,
-    read_pairs_info,
-    stft_loss,
-    train_audio_unet,
-)
-from models.audio.unet import preset
-from models.checkpoint import MODEL_FILE
+from models import checkpoint
+from models.audio.config import AudioTrainConfig, preset, profile_config
+from models.audio.data import iter_epoch, pair_shards, read_pairs_info
+from models.audio.losses import stft_loss
+from models.audio.train import train_audio_unet
+from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight training patches from the middle of one rendered phrase."""
     table = pq.read_table(pair_shards(audio_data_dir / "audio" / "pairs", "train")[0])
     out = tmp_path_factory.mktemp("tiny-pairs")
@@ -58,7 +53,7 @@ class Killed(Exception):
     pass
 
 
-def test_a_killed_run_resumes_to_the_same_bytes(audio_data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_killed_run_resumes_to_the_same_bytes(audio_data_dir: Path, tmp_path: Path) -> None:
     pairs = audio_data_dir / "audio" / "pairs"
     info = read_pairs_info(pairs)
     # Dropout on, so the restored generator state matters too.
@@ -73,7 +68,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(audio_data_dir: Path, tmp_path: 
     with pytest.raises(Killed):
         train_audio_unet(pairs, tmp_path / "killed", config, model_config, kill_at_step_9)
     assert not (tmp_path / "killed" / MODEL_FILE).exists()
-    assert (tmp_path / "killed" / "checkpoint" / "latest.json").exists()
+    assert (tmp_path / "killed" / "checkpoint" / STATE_JSON_FILE).exists()
     summary = train_audio_unet(pairs, tmp_path / "killed", config)
     assert summary["steps"] == 12
     for name in ("metrics.parquet", MODEL_FILE, "config.json"):
@@ -81,7 +76,7 @@ def test_a_killed_run_resumes_to_the_same_bytes(audio_data_dir: Path, tmp_path: 
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(
-    audio_data_dir: Path,  # noqa: F811
+    audio_data_dir: Path,
     tmp_path: Path,
 ) -> None:
     pairs = audio_data_dir / "audio" / "pairs"
@@ -92,7 +87,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(
     assert read("a") != read("c")
 
 
-def test_epochs_visit_every_row_once_in_a_seeded_order(audio_data_dir: Path) -> None:  # noqa: F811
+def test_epochs_visit_every_row_once_in_a_seeded_order(audio_data_dir: Path) -> None:
     shards = pair_shards(audio_data_dir / "audio" / "pairs", "train")
     n_rows = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
     first = [hr for hr, _ in iter_epoch(shards, 16, seed=0, epoch=0)]
@@ -112,7 +107,7 @@ def test_stft_loss_is_zero_only_for_equal_signals() -> None:
     assert stft_loss(x + 0.1 * torch.randn(2, 4096, generator=g), x).item() > 0.01
 
 
-def test_training_with_the_stft_term(audio_data_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_training_with_the_stft_term(audio_data_dir: Path, tmp_path: Path) -> None:
     pairs = audio_data_dir / "audio" / "pairs"
     summary = train_audio_unet(pairs, tmp_path / "run", small_config(steps=3, stft_weight=1e-5))
     rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
@@ -137,16 +132,15 @@ def _run_files(run_dir: Path) -> dict[str, bytes]:
 
 
 def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
-    audio_data_dir: Path,  # noqa: F811
+    audio_data_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Checkpoints every 5 steps, rows every 4 (quick's 50 and 20 have the same trouble): a
     run resumed from step 10 still averages the loss of steps 9-12 into row 12, a run killed
-    between the last checkpoint's pointer and the removal of the older checkpoint leaves no
-    stale one behind, and the summary (stamped by the task) is the same."""
-    import models.audio.train as audio_train
-
+    between the last checkpoint's commit record and moving its files in resumes from that
+    checkpoint and leaves nothing stale behind, and the summary (stamped by the task) is the
+    same."""
     pairs = audio_data_dir / "audio" / "pairs"
     config = small_config(steps=15, log_every=4, checkpoint_every=5)
     straight = train_audio_unet(pairs, tmp_path / "straight", config)
@@ -157,17 +151,21 @@ def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
 
     with pytest.raises(Killed):
         train_audio_unet(pairs, tmp_path / "killed", config, progress=kill_at_step_12)
-    real_prune = audio_train._prune_checkpoints
+    real_finish = checkpoint.finish_checkpoint
 
-    def prune_unless_last(run_dir: Path, keep: str) -> None:
-        if keep == "step-0000015":  # the pointer names the last checkpoint; step 10 remains
+    def finish_unless_last(directory: Path) -> None:
+        state = Path(directory) / checkpoint.PENDING_DIR / STATE_JSON_FILE
+        if json.loads(state.read_text())["extra"]["step"] == 15:  # committed, not moved in
             raise Killed
-        real_prune(run_dir, keep)
+        real_finish(directory)
 
-    with monkeypatch.context() as patch, pytest.raises(Killed):
-        patch.setattr(audio_train, "_prune_checkpoints", prune_unless_last)
-        train_audio_unet(pairs, tmp_path / "killed", config)
-    assert (tmp_path / "killed" / "checkpoint" / "step-0000010").exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "finish_checkpoint", finish_unless_last)
+        with pytest.raises(Killed):
+            train_audio_unet(pairs, tmp_path / "killed", config)
+    killed = tmp_path / "killed" / "checkpoint"
+    assert (killed / checkpoint.PENDING_DIR / checkpoint.COMMIT_FILE).exists()
+    assert json.loads((killed / STATE_JSON_FILE).read_text())["extra"]["step"] == 10
     resumed = train_audio_unet(pairs, tmp_path / "killed", config)
     assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
     ignore = {"seconds", "run_dir"}

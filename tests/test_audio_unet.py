@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from models.audio.unet import (
-    PRESETS,
-    AudioUNet,
-    AudioUNetConfig,
-    preset,
-    seeded_dropout,
-    subpixel_1d,
-)
+from models.audio.config import PRESETS, AudioUNetConfig, preset
+from models.audio.unet import AudioUNet, seeded_dropout, subpixel_1d
 
 torch.set_num_threads(1)
 
@@ -89,11 +85,14 @@ def test_seeded_dropout_is_reproducible_and_keeps_the_mean() -> None:
     assert torch.equal(seeded_dropout(x, 0.5, False, None), x)
 
 
-def test_presets_are_copied_and_validated() -> None:
+def test_presets_are_frozen_and_validated() -> None:
     config = preset("tiny", ratio=6, hr_rate=48000)
-    config.widths.append(99)
-    assert PRESETS["tiny"].widths == [8, 16]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.ratio = 2  # type: ignore[misc]
+    assert PRESETS["tiny"].widths == (8, 16)
     assert (config.ratio, config.hr_rate) == (6, 48000)
+    # config.json holds lists: a config loaded from one equals its preset.
+    assert AudioUNetConfig(widths=[8, 16], kernels=[9, 9], dropout=0.0) == PRESETS["tiny"]
     with pytest.raises(ValueError, match="unknown AudioUNet preset"):
         preset("huge")
     with pytest.raises(ValueError, match="odd"):

@@ -20,7 +20,8 @@ def _piece(seed: int, n: int = 80, low: int = 30, high: int = 100):
 
 
 def test_twelve_keys_from_minus_five_to_plus_six():
-    assert KEYS == tuple(range(-5, 7)) and len(KEYS) == 12
+    assert tuple(range(-5, 7)) == KEYS
+    assert len(KEYS) == 12
 
 
 @settings(max_examples=50, deadline=None)
@@ -30,7 +31,8 @@ def test_transpose_k_then_minus_k_is_identity_for_in_range_notes(seed, k):
     o, d, p, dropped = transpose(onset, duration, pitch, k)
     o2, d2, p2, dropped2 = transpose(o, d, p, -k)
     in_range = (pitch + k >= 0) & (pitch + k <= 127)
-    assert dropped == int((~in_range).sum()) and dropped2 == 0
+    assert dropped == int((~in_range).sum())
+    assert dropped2 == 0
     np.testing.assert_array_equal(p2, pitch[in_range])
     np.testing.assert_array_equal(o2, onset[in_range])
     np.testing.assert_array_equal(d2, duration[in_range])
@@ -49,7 +51,9 @@ def test_fast_path_equals_encoding_each_transposed_key():
 def test_notes_pushed_out_of_range_are_dropped_and_counted():
     onset, duration, pitch = np.array([0, 0, 4]), np.array([4, 4, 4]), np.array([2, 60, 125])
     results = {k: (t, n) for k, t, _, n in transposed_tokens(onset, duration, pitch, VOCAB)}
-    assert results[-5][1] == 1 and results[6][1] == 1 and results[0][1] == 0
+    assert results[-5][1] == 1
+    assert results[6][1] == 1
+    assert results[0][1] == 0
     assert decode(results[-5][0], VOCAB)[2].tolist() == [55, 120]
     assert decode(results[6][0], VOCAB)[2].tolist() == [8, 66]
     assert decode(results[2][0], VOCAB)[2].tolist() == [4, 62, 127]

@@ -92,7 +92,8 @@ def test_anything_else_is_refused(formula: str, reason: str) -> None:
 def test_builtins_parse_and_sound() -> None:
     for formula in BUILTIN_FORMULAS:
         samples = bytebeat(formula, 2.0)
-        assert samples.dtype == np.uint8 and len(samples) == 2 * SAMPLE_RATE
+        assert samples.dtype == np.uint8
+        assert len(samples) == 2 * SAMPLE_RATE
         assert len(np.unique(samples)) > 8, formula
 
 
@@ -102,7 +103,9 @@ def test_render_formulas_writes_8bit_wavs_and_reports_refusals(tmp_path: Path) -
     formulas = read_formulas(text)
     assert [label for label, _ in formulas] == ["f.txt:2", "f.txt:4", "f.txt:5"]
     paths, refused = render_formulas(formulas, tmp_path / "out", seconds=0.5)
-    assert len(paths) == 2 and refused[0][0] == "f.txt:4" and "unexpected 'i'" in refused[0][1]
+    assert len(paths) == 2
+    assert refused[0][0] == "f.txt:4"
+    assert "unexpected 'i'" in refused[0][1]
     info = sf.info(str(paths[0]))
     assert (info.samplerate, info.subtype, info.frames) == (SAMPLE_RATE, "PCM_U8", 4000)
     decoded = sf.read(str(paths[0]), dtype="float32")[0]

@@ -29,8 +29,22 @@ def test_flags_are_typed_and_validated():
     params = parse_params(
         ExampleParams,
         "",
-        "--data-dir /tmp/x --profile full --ratio 2 --steps 3 --bits 8 --shuffle false "
-        "--stages data".split(),
+        [
+            "--data-dir",
+            "/tmp/x",
+            "--profile",
+            "full",
+            "--ratio",
+            "2",
+            "--steps",
+            "3",
+            "--bits",
+            "8",
+            "--shuffle",
+            "false",
+            "--stages",
+            "data",
+        ],
     )
     assert params == ExampleParams(
         data_dir="/tmp/x", profile="full", ratio=2, steps=3, bits=8, shuffle=False, stages=["data"]

@@ -39,7 +39,7 @@ def _assert_round_trips(notes, tmp_path: Path) -> None:
     """tokens -> notes equals the quantized notes; notes -> MIDI -> notes -> same tokens."""
     pitched = notes[~notes["is_drum"]]
     q = quantize(pitched["onset"], pitched["duration"], pitched["pitch"], 4, VOCAB.max_duration)
-    tokens, beats = encode(q.onset, q.duration, q.pitch, VOCAB)
+    tokens, _beats = encode(q.onset, q.duration, q.pitch, VOCAB)
     for got, want in zip(decode(tokens, VOCAB), q[:3], strict=True):
         np.testing.assert_array_equal(got, want)
     table = pd.DataFrame({"onset": q.onset / 4, "duration": q.duration / 4, "pitch": q.pitch})
@@ -50,10 +50,12 @@ def _assert_round_trips(notes, tmp_path: Path) -> None:
 
 def test_chorale_export_is_cached_and_deterministic(chorale_sample, tmp_path):
     assert [p.name for p in chorale_sample[:2]] == ["bwv269.mid", "bwv347.mid"]
-    assert len(chorale_sample) == SAMPLE and len(bach_chorale_names()) == 350
+    assert len(chorale_sample) == SAMPLE
+    assert len(bach_chorale_names()) == 350
     stamp = chorale_sample[0].stat().st_mtime_ns
     again = export_bach_midi(chorale_sample[0].parent, limit=SAMPLE)
-    assert again == chorale_sample and chorale_sample[0].stat().st_mtime_ns == stamp
+    assert again == chorale_sample
+    assert chorale_sample[0].stat().st_mtime_ns == stamp
     fresh = export_bach_midi(tmp_path, limit=2)
     assert [p.read_bytes() for p in fresh] == [p.read_bytes() for p in chorale_sample[:2]]
 
@@ -141,7 +143,8 @@ def test_discovery_is_recursive_sorted_and_skips_other_files(tmp_path):
     assert found == ["a.mid", "b/x.MID", "c/d/e.musicxml", "f.krn"]
     # A directory is listed whole: files beyond a limit are rejected later, in the manifest.
     root, files = corpus_files(str(tmp_path), tmp_path / "data", limit=2)
-    assert root == tmp_path and [f.name for f in files] == ["a.mid", "x.MID", "e.musicxml", "f.krn"]
+    assert root == tmp_path
+    assert [f.name for f in files] == ["a.mid", "x.MID", "e.musicxml", "f.krn"]
     with pytest.raises(ValueError, match="neither"):
         corpus_files(str(tmp_path / "missing"), tmp_path)
 
@@ -156,8 +159,10 @@ def test_inventory_marks_duplicates_empty_and_oversized_files(tmp_path, chorale_
     status = {e["path"]: (e["status"], e["reason"]) for e in entries}
     assert status["a.mid"] == ("ok", "")
     assert status["b.mid"] == ("duplicate", "same content as a.mid")
-    assert status["empty.mid"][0] == "rejected" and "empty" in status["empty.mid"][1]
-    assert status["big.mid"][0] == "rejected" and "max_file_bytes" in status["big.mid"][1]
+    assert status["empty.mid"][0] == "rejected"
+    assert "empty" in status["empty.mid"][1]
+    assert status["big.mid"][0] == "rejected"
+    assert "max_file_bytes" in status["big.mid"][1]
 
 
 def test_voice_notes_merges_held_steps_and_skips_rests():
@@ -207,5 +212,5 @@ def test_mxl_zip_bombs_and_non_zips_are_rejected_before_music21(tmp_path):
         check_mxl(bomb, max_uncompressed_bytes=1_000_000)
     not_zip = tmp_path / "text.mxl"
     not_zip.write_text("<score-partwise/>")
-    with pytest.raises(RejectedInput, match="not a valid .mxl"):
+    with pytest.raises(RejectedInput, match=r"not a valid \.mxl"):
         check_mxl(not_zip)

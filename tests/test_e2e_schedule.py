@@ -8,6 +8,7 @@ the worker are what is under test, and a pipeline run would take minutes per slo
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 import time
 from datetime import datetime
@@ -83,7 +84,7 @@ def test_short_interval_schedule_runs_every_slot_once(tmp_path: Path):
         every_run = stack.flow_runs(deployment["id"])
 
     starts = [parse_time(run["expected_start_time"]) for run in completed]
-    gaps = {(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)}
+    gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(starts)}
     assert gaps == {INTERVAL_SECONDS}, f"a slot was lost: {starts}"
     all_starts = [run["expected_start_time"] for run in every_run]
     assert len(all_starts) == len(set(all_starts)), "two runs for one slot"

@@ -121,7 +121,8 @@ def test_deploy_run_through_worker_and_see_it_in_the_ui(
     artifacts = {a["key"]: a for a in stack.artifacts(flow_run_id) if a["key"]}
     assert {"pipeline-report", "pipeline-metrics", "pipeline-rejected"} <= set(artifacts)
     rejected = str(artifacts["pipeline-rejected"]["data"])
-    assert "broken.mid" in rejected and "broken.wav" in rejected
+    assert "broken.mid" in rejected
+    assert "broken.wav" in rejected
 
     page = chromium(
         f"{stack.url}/v2/runs/flow-run/{flow_run_id}?tab=Artifacts",
@@ -138,6 +139,7 @@ def test_deploy_run_through_worker_and_see_it_in_the_ui(
         screenshot=tmp_path / "report.png",
     )
     assert "pipeline run report" in report
-    assert "broken.mid" in report and "broken.wav" in report
+    assert "broken.mid" in report
+    assert "broken.wav" in report
     assert "reports/audio_signals.png" in report
     assert re.search(r'<img[^>]+src="data:image/png;base64,', report)

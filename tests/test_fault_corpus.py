@@ -24,9 +24,8 @@ import pytest
 import soundfile as sf
 import symusic
 from faults import TRACKS, Entry, Track, build_corpus
-from flowrun import (  # noqa: F401 - prefect_api_url is a fixture
+from flowrun import (
     flow_command,
-    prefect_api_url,
     read_manifest,
     require_module,
     run_flow,
@@ -107,11 +106,12 @@ def test_corpus_is_deterministic(tmp_path):
 def test_file_system_faults_are_real(corpora):
     for track, (_, entries) in corpora.items():
         for entry in by_kind(entries, "fs_symlink_loop"):
-            with pytest.raises(OSError) as info:
+            with pytest.raises(OSError, match="symbolic links") as info:
                 entry.path.stat()
             assert info.value.errno == errno.ELOOP
         for entry in by_kind(entries, "fs_dangling_symlink"):
-            assert entry.path.is_symlink() and not entry.path.exists()
+            assert entry.path.is_symlink()
+            assert not entry.path.exists()
         (pipe,) = by_kind(entries, "fs_fifo")
         assert stat.S_ISFIFO(pipe.path.stat().st_mode)
         (name,) = by_kind(entries, "fs_non_utf8_name")
@@ -119,7 +119,8 @@ def test_file_system_faults_are_real(corpora):
             name.path.name.encode("utf-8")
         assert os.fsencode(name.path.name).startswith(NON_UTF8_PREFIX.encode())
         folder, inner = by_kind(entries, "fs_directory_named_like_file")
-        assert folder.path.is_dir() and inner.path.is_file()
+        assert folder.path.is_dir()
+        assert inner.path.is_file()
         copies = by_kind(entries, "fs_duplicate_content")
         assert len({hashlib.sha256(c.path.read_bytes()).hexdigest() for c in copies}) == 1
         (unreadable,) = by_kind(entries, "fs_unreadable")
@@ -164,7 +165,8 @@ def test_audio_faults_are_real(corpora):
     _, entries = corpora["audio"]
     for entry in by_kind(entries, "good_audio_files"):
         data, _ = sf.read(entry.path)
-        assert len(data) > 10_000 and np.isfinite(data).all()
+        assert len(data) > 10_000
+        assert np.isfinite(data).all()
     (nan,) = by_kind(entries, "audio_nan_samples")
     assert np.isnan(sf.read(nan.path)[0]).any()
     (inf,) = by_kind(entries, "audio_inf_samples")
@@ -250,7 +252,8 @@ def test_audio_reader_on_every_file(corpora):
 
         def read(path: Path) -> None:
             samples = load_audio(path, params.hr_rate, params.max_file_bytes, params.max_seconds)
-            assert samples.dtype == np.float32 and samples.ndim == 1
+            assert samples.dtype == np.float32
+            assert samples.ndim == 1
             assert np.isfinite(samples).all()
 
         assert_expected(entry, check_reader(entry, read))
@@ -326,7 +329,7 @@ def check_flow_outputs(
 
 
 @pytest.mark.timeout(900)
-def test_symbolic_flow_on_fault_corpus(corpora, prefect_api_url, tmp_path):  # noqa: F811
+def test_symbolic_flow_on_fault_corpus(corpora, prefect_api_url, tmp_path):
     require_module("flows/symbolic.py")
     root, entries = corpora["symbolic"]
     log = tmp_path / "flow.log"
@@ -339,7 +342,7 @@ def test_symbolic_flow_on_fault_corpus(corpora, prefect_api_url, tmp_path):  # n
 
 
 @pytest.mark.timeout(900)
-def test_audio_flow_on_fault_corpus(corpora, prefect_api_url, tmp_path):  # noqa: F811
+def test_audio_flow_on_fault_corpus(corpora, prefect_api_url, tmp_path):
     require_module("flows/audio.py")
     root, entries = corpora["audio"]
     log = tmp_path / "flow.log"
@@ -355,7 +358,7 @@ def test_audio_flow_on_fault_corpus(corpora, prefect_api_url, tmp_path):  # noqa
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("track", ["symbolic", "audio"])
-def test_default_profile_accounts_for_every_file(track, prefect_api_url, tmp_path):  # noqa: F811
+def test_default_profile_accounts_for_every_file(track, prefect_api_url, tmp_path):
     """The default (quick) profile caps how many files it uses; the files over the cap must
     still be manifest rows (with a reason), never silently left out."""
     require_module(f"flows/{track}.py")

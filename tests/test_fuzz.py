@@ -60,9 +60,8 @@ def mutated(draw, original: bytes) -> bytes:
 
 
 def write_temp(data: bytes, suffix: str) -> Path:
-    handle = tempfile.NamedTemporaryFile(suffix=suffix, delete=False)
-    handle.write(data)
-    handle.close()
+    with tempfile.NamedTemporaryFile(suffix=suffix, delete=False) as handle:
+        handle.write(data)
     return Path(handle.name)
 
 
@@ -110,7 +109,8 @@ def check_piece(data: bytes, suffix: str) -> None:
     path = write_temp(data, suffix)
     try:
         notes = read_piece(path, max_notes=10_000)
-        assert len(notes) > 0 and list(notes.columns) == NOTE_COLUMNS
+        assert len(notes) > 0
+        assert list(notes.columns) == NOTE_COLUMNS
         assert np.isfinite(notes["onset"].to_numpy()).all()
     except RejectedInput as exc:
         assert exc.reason
@@ -158,9 +158,10 @@ def _token_decoder(tokens: list[int], max_duration: int, max_shift: int) -> None
     except ValueError:
         return
     assert len(onset) == len(duration) == len(pitch)
-    assert ((0 <= pitch) & (pitch <= 127)).all()
-    assert ((1 <= duration) & (duration <= max_duration)).all()
-    assert (onset >= 0).all() and (np.diff(onset) >= 0).all()
+    assert ((pitch >= 0) & (pitch <= 127)).all()
+    assert ((duration >= 1) & (duration <= max_duration)).all()
+    assert (onset >= 0).all()
+    assert (np.diff(onset) >= 0).all()
 
 
 test_token_decoder, test_token_decoder_slow = fuzz(
@@ -210,7 +211,8 @@ def _audio_loader(case: tuple[bytes, str]) -> None:
     path = write_temp(*case)
     try:
         samples = load_audio(path, 16000, max_file_bytes=1 << 20, max_seconds=60.0)
-        assert samples.dtype == np.float32 and samples.ndim == 1
+        assert samples.dtype == np.float32
+        assert samples.ndim == 1
         assert np.isfinite(samples).all()
     except RejectedInput as exc:
         assert exc.reason
@@ -225,13 +227,14 @@ def test_lying_wav_strategy_makes_files_soundfile_reads_sometimes():
     """The header strategy is not all noise: a truthful header gives a readable file."""
     data = wav_header(1, 1, 16000, 16, 4000) + WAV[44 : 44 + 4000]
     samples, rate = sf.read(io.BytesIO(data))
-    assert rate == 16000 and len(samples) == 2000
+    assert rate == 16000
+    assert len(samples) == 2000
 
 
 # --- the bytebeat parser ------------------------------------------------------------------
 
 bytebeat_alphabet = st.sampled_from(
-    list("t0123456789()+-*/%&|^~<>?: x") + ["<<", ">>", "<=", ">=", "==", "!=", "0x", "t", "t"]
+    [*list("t0123456789()+-*/%&|^~<>?: x"), "<<", ">>", "<=", ">=", "==", "!=", "0x", "t", "t"]
 )
 formulas = st.one_of(
     st.lists(bytebeat_alphabet, max_size=60).map("".join),
@@ -251,7 +254,8 @@ def _bytebeat_parser(formula: str) -> None:
     except BytebeatError as exc:
         assert str(exc)
         return
-    assert samples.dtype == np.uint8 and len(samples) == 80
+    assert samples.dtype == np.uint8
+    assert len(samples) == 80
 
 
 test_bytebeat_parser, test_bytebeat_parser_slow = fuzz(400, formula=formulas)(_bytebeat_parser)

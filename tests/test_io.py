@@ -8,16 +8,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from datasets import io
+from datasets import io, stamps
 
 
 def test_atomic_path_leaves_target_untouched_on_failure(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
+
+    def write_half_then_fail() -> None:
         with io.atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("killed midway")
+
+    with pytest.raises(RuntimeError, match="killed midway"):
+        write_half_then_fail()
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
@@ -33,7 +37,7 @@ def test_write_parquet_atomic_is_byte_identical(tmp_path):
 def test_write_json_atomic_sorts_keys_and_refuses_nan(tmp_path):
     path = io.write_json_atomic(tmp_path / "m.json", {"b": 1, "a": 2})
     assert path.read_text().index('"a"') < path.read_text().index('"b"')
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not JSON compliant"):
         io.write_json_atomic(tmp_path / "bad.json", {"x": float("nan")})
     assert not (tmp_path / "bad.json").exists()
 
@@ -46,7 +50,7 @@ def test_manifest_is_sorted_and_validated(tmp_path):
     table = pq.read_table(io.write_manifest(tmp_path / "manifest.parquet", rows))
     assert table.column("path").to_pylist() == ["a.mid", "b.mid"]
     assert table.schema.equals(io.MANIFEST_SCHEMA)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown manifest status"):
         io.manifest_row("c.mid", "", 0, "maybe")
 
 
@@ -68,9 +72,30 @@ def test_relative_to_root_refuses_escape(tmp_path):
 
 
 def test_stamps_round_trip(tmp_path):
-    assert io.read_stamp(tmp_path) is None
-    io.write_stamp(tmp_path, "key-1", {"files": 3})
-    assert io.read_stamp(tmp_path) == "key-1"
+    assert stamps.read_stamp(tmp_path) is None
+    stamps.write_stamp(tmp_path, "key-1", {"files": 3})
+    assert stamps.read_stamp(tmp_path) == "key-1"
+
+
+def test_a_stamp_is_reused_only_with_its_key_and_outputs(tmp_path):
+    output = tmp_path / "out.parquet"
+    output.write_bytes(b"x")
+    stamps.write_stamp(tmp_path, "key-1", {"files": 3})
+    assert stamps.reuse_stamp(tmp_path, "key-1", [output]) == {"files": 3}
+    assert stamps.reuse_stamp(tmp_path, "key-2", [output]) is None
+    assert stamps.reuse_stamp(tmp_path, "key-1", [tmp_path / "missing"]) is None
+    assert tmp_path.exists()  # a stale stamp alone removes nothing
+
+
+def test_clear_stale_removes_a_directory_built_from_other_inputs_only(tmp_path):
+    killed, stale = tmp_path / "killed", tmp_path / "stale"
+    killed.mkdir()
+    (killed / "checkpoint").write_bytes(b"x")
+    stamps.write_stamp(stale, "old-key")
+    assert stamps.reuse_stamp(killed, "key", clear_stale=True) is None
+    assert stamps.reuse_stamp(stale, "key", clear_stale=True) is None
+    assert (killed / "checkpoint").exists()
+    assert not stale.exists()
 
 
 def test_code_version_changes_with_source(tmp_path, monkeypatch):
@@ -89,7 +114,8 @@ def test_printable_name_escapes_and_rejects_undecodable_names():
     assert io.printable_name("a/b.mid") == ("a/b.mid", "")
     raw = os.fsdecode(b"caf\xe9.mid")  # Latin-1 bytes: not UTF-8
     name, reason = io.printable_name(raw)
-    assert name == "caf\\xe9.mid" and "not valid UTF-8" in reason
+    assert name == "caf\\xe9.mid"
+    assert "not valid UTF-8" in reason
     name.encode("utf-8")  # writable to Parquet
 
 
@@ -109,7 +135,8 @@ def test_atomic_path_without_fsync_and_one_sync(tmp_path, monkeypatch):
     fsyncs = []
     monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd))
     io.write_bytes_atomic(tmp_path / "a.bin", b"abc", durable=False)
-    assert fsyncs == [] and (tmp_path / "a.bin").read_bytes() == b"abc"
+    assert fsyncs == []
+    assert (tmp_path / "a.bin").read_bytes() == b"abc"
     io.write_bytes_atomic(tmp_path / "b.bin", b"abc")
     assert len(fsyncs) == 1
     monkeypatch.undo()

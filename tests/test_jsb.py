@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from datasets.symbolic.jsb import (
     transpose_chorale,
     voice_ranges,
 )
+from flows.cli import run_cli
+from flows.symbolic import SymbolicParams, symbolic_flow
 from models.symbolic.data import read_pieces
 from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark, write_jsb_tokens
 
@@ -106,7 +109,9 @@ def test_transposed_training_keeps_valid_and_test_as_given(tmp_path):
     jsb = write_jsb(tmp_path / "jsb.json")
     counts = write_jsb_tokens(jsb, tmp_path / "tokens", transpose=True)
     plain = write_jsb_tokens(jsb, tmp_path / "plain")
-    assert counts["train"] > plain["train"] and counts["valid"] == 2 and counts["test"] == 2
+    assert counts["train"] > plain["train"]
+    assert counts["valid"] == 2
+    assert counts["test"] == 2
     for split in ("valid", "test"):
         name = f"{split}.parquet"
         assert (tmp_path / "tokens" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes()
@@ -123,3 +128,23 @@ def test_benchmark_run_reports_nll_beside_the_published_figures(tmp_path):
     assert set(saved["baselines_valid_nll"]) == {"ngram", "vanilla_transformer"}
     assert saved["pieces"] == {"train": 4, "valid": 2, "test": 2}
     assert result["valid_nll"] == saved["valid_nll"]
+
+
+def test_a_saved_model_is_scored_on_jsb_without_training(prefect_harness, tmp_path, capsys):
+    """`python -m flows.symbolic --jsb F --stages evaluate --model DIR`: the model is scored on
+    JSB's valid and test splits as the benchmark scores it, nothing is trained, nothing else
+    is read from the data directory, and the last line printed is one JSON object."""
+    jsb = write_jsb(tmp_path / "jsb.json")
+    trained = run_jsb_benchmark(jsb, tmp_path / "bench", "tiny", 0, vanilla=False)
+    run_dir = Path(trained["run_dir"])
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    data_dir = tmp_path / "empty-data"
+    argv = ["--jsb", str(jsb), "--stages", "evaluate", "--model", str(run_dir)]
+    run_cli(symbolic_flow, SymbolicParams, [*argv, "--data-dir", str(data_dir)])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["valid_nll"] == pytest.approx(trained["valid_nll"])
+    assert printed["test_nll"] == pytest.approx(trained["test_nll"])
+    assert printed["jsb"]["published_valid_nll"] == PUBLISHED
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+    assert not (data_dir / "symbolic").exists()
+    assert not (data_dir / "models" / "music").exists()

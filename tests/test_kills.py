@@ -28,11 +28,10 @@ import pytest
 import soundfile as sf
 import symusic
 from faults import KINDS, Track
-from flowrun import (  # noqa: F401 - prefect_api_url is a fixture
+from flowrun import (
     FLOW_TIMEOUT_S,
     flow_command,
     kill_group,
-    prefect_api_url,
     require_module,
     run_flow,
     start_flow,
@@ -102,7 +101,7 @@ def check_parses(path: Path) -> None:
             raise ValueError("not a whole PNG")
     elif suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as handle:
-            for key in handle.keys():
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not iterable
                 handle.get_tensor(key)
     elif path.stat().st_size == 0:
         raise ValueError("empty file")
@@ -282,7 +281,7 @@ TRIAL_PARAMS = [
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("trial", TRIAL_PARAMS)
 @pytest.mark.parametrize("track", ["symbolic", "audio"])
-def test_kill_then_rerun(track, trial, references, tmp_path_factory, prefect_api_url):  # noqa: F811
+def test_kill_then_rerun(track, trial, references, tmp_path_factory, prefect_api_url):
     require_module(f"flows/{track}.py")
     reference = reference_for(track, references, tmp_path_factory, prefect_api_url)
     kill_and_rerun(reference, trial)

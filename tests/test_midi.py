@@ -30,8 +30,10 @@ def test_real_midi_parses_and_round_trips(path, tmp_path):
     notes = read_midi(path)
     assert list(notes.columns) == NOTE_COLUMNS
     assert {c: str(t) for c, t in notes.dtypes.items()} == NOTE_DTYPES
-    assert len(notes) > 0 and (notes["duration"] >= 0).all()
-    assert notes["pitch"].between(0, 127).all() and (notes["tempo"] > 0).all()
+    assert len(notes) > 0
+    assert (notes["duration"] >= 0).all()
+    assert notes["pitch"].between(0, 127).all()
+    assert (notes["tempo"] > 0).all()
 
     pitched = notes[~notes["is_drum"]]
     q = quantize(
@@ -51,7 +53,8 @@ def test_real_midi_parses_and_round_trips(path, tmp_path):
     back = read_midi(written)
     assert back["tempo"].round(3).eq(90.0).all()
     q2 = quantize(back["onset"], back["duration"], back["pitch"], 4, VOCAB.max_duration)
-    assert q2.n_moved == 0 and q2.n_merged == 0
+    assert q2.n_moved == 0
+    assert q2.n_merged == 0
     np.testing.assert_array_equal(encode(q2.onset, q2.duration, q2.pitch, VOCAB)[0], tokens)
 
 
@@ -62,7 +65,8 @@ def test_write_midi_keeps_tracks_programs_and_time_signature(tmp_path):
     back = read_midi(write_midi(notes, tmp_path / "two.mid"))
     assert sorted(back["track"].unique()) == [0, 1]
     assert back.groupby("track")["program"].first().tolist() == [0, 40]
-    assert (back["ts_num"] == 3).all() and len(back) == len(notes)
+    assert (back["ts_num"] == 3).all()
+    assert len(back) == len(notes)
 
 
 def test_drum_tracks_are_flagged_not_lost(tmp_path):
@@ -101,7 +105,8 @@ def test_bad_files_raise_rejected_input_with_a_reason(tmp_path, content, reason)
     path.write_bytes(content)
     with pytest.raises(RejectedInput, match=reason) as info:
         read_midi(path)
-    assert info.value.path == str(path) and reason in info.value.reason
+    assert info.value.path == str(path)
+    assert reason in info.value.reason
 
 
 def test_a_midi_file_without_notes_is_rejected(tmp_path):

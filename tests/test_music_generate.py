@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from music_corpus import VOCAB, write_symbolic
 
 from datasets.symbolic.midi import read_midi, write_midi
 from datasets.symbolic.tokenizer import decode
+from models.symbolic.config import MusicConfig
 from models.symbolic.generate import (
     continue_prompt,
     filter_logits,
@@ -19,7 +21,7 @@ from models.symbolic.generate import (
     pachelbel_notes,
     write_outputs,
 )
-from models.symbolic.transformer import MusicConfig, MusicTransformer
+from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
 
@@ -30,15 +32,16 @@ def symbolic(tmp_path_factory) -> Path:
 
 
 def untrained_model(seed: int = 0) -> MusicTransformer:
-    cfg = MusicConfig.preset("tiny", VOCAB.size)
-    return MusicTransformer(cfg, torch.Generator().manual_seed(seed)).eval()
+    config = MusicConfig.preset("tiny", VOCAB.size)
+    return MusicTransformer(config, torch.Generator().manual_seed(seed)).eval()
 
 
 def test_filters_keep_only_allowed_top_k_and_nucleus():
     logits = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
     allowed = torch.tensor([True, True, True, True, False])
     probs = filter_logits(logits, allowed, 1.0, 0, 1.0)
-    assert probs[4] == 0 and probs.sum() == pytest.approx(1.0)
+    assert probs[4] == 0
+    assert probs.sum() == pytest.approx(1.0)
     top2 = filter_logits(logits, allowed, 1.0, 2, 1.0)
     assert (top2 > 0).tolist() == [False, False, True, True, False]
     # Nucleus 0.5: token 3 alone has 0.64 of the mass among the allowed.
@@ -52,9 +55,10 @@ def test_filters_keep_only_allowed_top_k_and_nucleus():
 
 def check_valid(tokens: np.ndarray, beats: np.ndarray, tmp_path: Path, name: str) -> None:
     """The sequence follows the grammar and decodes to a MIDI file that reads back."""
-    assert tokens[0] == VOCAB.bos and tokens[-1] == VOCAB.eos
+    assert tokens[0] == VOCAB.bos
+    assert tokens[-1] == VOCAB.eos
     kinds = [VOCAB.kind_of(int(t)) for t in tokens[1:-1]]
-    for previous, current in zip(kinds, kinds[1:], strict=False):
+    for previous, current in itertools.pairwise(kinds):
         assert (previous == "pitch") == (current == "duration")  # each pitch has a duration
     assert kinds[-1] != "pitch"
     assert (np.diff(beats) >= 0).all()  # time only moves forward
@@ -99,7 +103,9 @@ def test_prompts_from_pachelbel_a_midi_file_and_a_piece_id(tmp_path, symbolic):
     pachelbel = load_prompt("pachelbel", VOCAB, 2, None)
     assert pachelbel.bar_steps == 16
     onset, _, pitch = decode(pachelbel.tokens, VOCAB)
-    assert onset.max() < 2 * 16 and 50 in pitch and 78 in pitch  # D3 bass, F#5 melody
+    assert onset.max() < 2 * 16
+    assert 50 in pitch
+    assert 78 in pitch
     four = load_prompt("pachelbel", VOCAB, 4, None)
     assert len(decode(four.tokens, VOCAB)[0]) == len(pachelbel_notes())
 
@@ -108,7 +114,8 @@ def test_prompts_from_pachelbel_a_midi_file_and_a_piece_id(tmp_path, symbolic):
     assert np.array_equal(from_file.tokens, pachelbel.tokens)
 
     piece = load_prompt("piece001", VOCAB, 1, symbolic / "tokens")
-    assert piece.tokens[0] == VOCAB.bos and VOCAB.eos not in piece.tokens
+    assert piece.tokens[0] == VOCAB.bos
+    assert VOCAB.eos not in piece.tokens
     assert piece.beats.max() < 16
     with pytest.raises(ValueError, match="no such piece"):
         load_prompt("nothing", VOCAB, 1, symbolic / "tokens")
@@ -122,3 +129,15 @@ def test_outputs_are_written(tmp_path):
     assert out["prompt_notes"] == 12
     assert len(read_midi(out["midi"])) == out["notes"]
     assert Path(out["png"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_continuation_of_the_prompt_itself_matches_its_musicality(tmp_path):
+    """The prompt written twice (the second copy as the 'continuation'): same key, same
+    density, same figures; measured on the notes after the prompt's bars only."""
+    prompt = load_prompt("pachelbel", VOCAB, 2, None)
+    shift = VOCAB.shift_token(prompt.bar_steps * 2 - int(prompt.beats[-1]))
+    tokens = np.concatenate([prompt.tokens, [shift], prompt.tokens[1:], [2]])
+    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "canon", 100.0)["musicality"]
+    assert out["in_prompt_key"] == 1.0
+    assert out["density_ratio"] == pytest.approx(1.0)
+    assert out["pitch_class_entropy"] == pytest.approx(out["prompt_pitch_class_entropy"])

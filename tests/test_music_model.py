@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from models.checkpoint import load_config, load_weights, save_model
-from models.symbolic.transformer import MusicConfig, MusicTransformer, attention_mask
+from models.symbolic.config import MusicConfig
+from models.symbolic.transformer import MusicTransformer, attention_mask
 
 torch.set_num_threads(1)
 VOCAB = 40
@@ -14,11 +15,11 @@ VOCAB = 40
 
 def make_model(seed: int = 0, **overrides) -> MusicTransformer:
     torch.manual_seed(seed)  # tests only: library code seeds through a torch.Generator
-    cfg = MusicConfig.preset("tiny", VOCAB, **overrides)
-    model = MusicTransformer(cfg).eval()
+    config = MusicConfig.preset("tiny", VOCAB, **overrides)
+    model = MusicTransformer(config).eval()
     # Non-zero u/v biases, so the relative terms are actually exercised.
     for block in model.blocks:
-        if cfg.relative:
+        if config.relative:
             torch.nn.init.normal_(block.attn.u, std=0.5)
             torch.nn.init.normal_(block.attn.v, std=0.5)
     return model
@@ -45,7 +46,7 @@ def test_causal_mask_and_window_mask():
 @pytest.mark.parametrize("window", [0, 3])
 @pytest.mark.parametrize("relative", [True, False])
 def test_no_token_sees_the_future(window, relative):
-    overrides = {} if relative else dict(relative=False, mem_len=0)
+    overrides = {} if relative else {"relative": False, "mem_len": 0}
     model = make_model(window=window, **overrides)
     tokens, beats, bars = batch(16)
     logits, _ = model(tokens, beats, bars)
@@ -57,7 +58,7 @@ def test_no_token_sees_the_future(window, relative):
     if window:
         # With window w each layer looks back w - 1 positions, so through L layers a change
         # at position 2 reaches exactly positions 2 .. 2 + L (w - 1).
-        reach = 2 + model.cfg.n_layer * (window - 1)
+        reach = 2 + model.config.n_layer * (window - 1)
         changed = tokens.clone()
         changed[:, 2] = (changed[:, 2] + 7) % VOCAB
         logits3, _ = model(changed, beats, bars)
@@ -87,9 +88,9 @@ def test_memory_carries_no_gradient():
 
 @pytest.mark.parametrize("relative", [True, False])
 def test_cached_steps_equal_a_full_pass(relative):
-    overrides = {} if relative else dict(relative=False, mem_len=0)
+    overrides = {} if relative else {"relative": False, "mem_len": 0}
     model = make_model(**overrides)
-    length = model.cfg.span if relative else model.cfg.seg_len
+    length = model.config.span if relative else model.config.seg_len
     tokens, beats, bars = batch(length)
     full, _ = model(tokens, beats, bars)
     cache = model.new_cache()
@@ -115,7 +116,7 @@ def test_beat_embedding_is_used():
 
 def test_save_load_gives_identical_logits(tmp_path):
     model = make_model(seed=3)
-    save_model(tmp_path, model, model.cfg)
+    save_model(tmp_path, model, model.config)
     loaded = load_weights(tmp_path, MusicTransformer(load_config(tmp_path, MusicConfig))).eval()
     tokens, beats, bars = batch(16)
     assert torch.equal(model(tokens, beats, bars)[0], loaded(tokens, beats, bars)[0])
@@ -123,7 +124,7 @@ def test_save_load_gives_identical_logits(tmp_path):
 
 def test_vanilla_refuses_positions_beyond_its_length():
     model = make_model(relative=False, mem_len=0)
-    tokens, beats, bars = batch(model.cfg.seg_len + 1)
+    tokens, beats, bars = batch(model.config.seg_len + 1)
     with pytest.raises(ValueError, match="at most"):
         model(tokens, beats, bars)
 

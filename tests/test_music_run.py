@@ -9,7 +9,8 @@ import pytest
 import torch
 from music_corpus import VOCAB, write_symbolic
 
-from models.symbolic.run import METRICS_JSON, evaluate_run, profile_configs, train_with_baseline
+from models.symbolic.config import profile_configs
+from models.symbolic.run import METRICS_JSON, evaluate_run, train_with_baseline
 from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
@@ -20,8 +21,8 @@ FIELDS = {"nll", "ppl", "accuracy", "tokens", "by_transpose"}
 def run(tmp_path_factory) -> tuple[Path, Path, dict]:
     symbolic = write_symbolic(tmp_path_factory.mktemp("run"))
     run_dir = symbolic.parent / "models" / "music" / "tiny"
-    model_cfg, train_cfg = profile_configs("tiny", VOCAB.size, seed=0)
-    result = train_with_baseline(run_dir, symbolic / "tokens", model_cfg, train_cfg)
+    model_config, train_config = profile_configs("tiny", VOCAB.size, seed=0)
+    result = train_with_baseline(run_dir, symbolic / "tokens", model_config, train_config)
     return run_dir, symbolic / "tokens", result
 
 
@@ -29,8 +30,9 @@ def test_the_baseline_is_the_same_size_without_the_additions(run):
     run_dir, _, result = run
     model = MusicTransformer.load(run_dir)
     vanilla = MusicTransformer.load(Path(result["vanilla"]["run_dir"]))
-    assert vanilla.cfg.d_model == model.cfg.d_model and vanilla.cfg.n_layer == model.cfg.n_layer
-    assert (vanilla.cfg.relative, vanilla.cfg.mem_len, vanilla.cfg.beat_embedding) == (
+    assert vanilla.config.d_model == model.config.d_model
+    assert vanilla.config.n_layer == model.config.n_layer
+    assert (vanilla.config.relative, vanilla.config.mem_len, vanilla.config.beat_embedding) == (
         False,
         0,
         False,

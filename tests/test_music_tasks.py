@@ -48,7 +48,8 @@ def test_train_evaluate_generate(prefect_harness, tmp_path):
     result = state.result()
     run_dir = Path(result["trained"]["run_dir"])
     assert run_dir == tmp_path / "models" / "music" / "tiny-seed0"
-    assert result["trained"]["finished"] and result["baseline"]["finished"]
+    assert result["trained"]["finished"]
+    assert result["baseline"]["finished"]
     assert Path(result["baseline"]["run_dir"]) == run_dir / "baselines" / "vanilla_transformer"
     # The baseline trains under its own name in the logs and the UI, not inside the model's task.
     assert {"symbolic-train", "symbolic-train-baseline"} <= task_names(
@@ -60,4 +61,6 @@ def test_train_evaluate_generate(prefect_harness, tmp_path):
     for key in ("midi", "wav", "png"):
         assert Path(outputs[key]).parent == tmp_path / "reports"
     audio, rate = soundfile.read(outputs["wav"])
-    assert rate == 16000 and len(audio) > rate and abs(audio).max() > 0.001
+    assert rate == 16000
+    assert len(audio) > rate
+    assert abs(audio).max() > 0.001

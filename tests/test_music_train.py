@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import replace
@@ -13,10 +14,12 @@ import pytest
 import torch
 from music_corpus import VOCAB, write_symbolic
 
+from models import checkpoint
+from models.symbolic.config import PROFILES, MusicConfig, TrainConfig
 from models.symbolic.data import first_pieces, lane_segments, read_pieces, shuffled_pieces
 from models.symbolic.evaluate import evaluate
-from models.symbolic.train import TrainConfig, learning_rate, train
-from models.symbolic.transformer import MusicConfig, MusicTransformer
+from models.symbolic.train import learning_rate, train
+from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
 
@@ -80,13 +83,13 @@ def test_first_pieces_respects_the_budget(symbolic):
 
 
 def test_learning_rate_schedule():
-    cfg = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr_ratio=0.1)
-    assert learning_rate(0, cfg) == pytest.approx(0.1)
-    assert learning_rate(9, cfg) == pytest.approx(1.0)
-    assert learning_rate(10, cfg) == pytest.approx(1.0)
-    assert learning_rate(99, cfg) == pytest.approx(0.1, abs=1e-3)
-    rates = [learning_rate(s, cfg) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    config = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr_ratio=0.1)
+    assert learning_rate(0, config) == pytest.approx(0.1)
+    assert learning_rate(9, config) == pytest.approx(1.0)
+    assert learning_rate(10, config) == pytest.approx(1.0)
+    assert learning_rate(99, config) == pytest.approx(0.1, abs=1e-3)
+    rates = [learning_rate(s, config) for s in range(10, 100)]
+    assert all(a >= b for a, b in itertools.pairwise(rates))
 
 
 def test_bad_token_file_names_the_file(tmp_path):
@@ -112,10 +115,10 @@ def test_bad_token_file_names_the_file(tmp_path):
 def test_a_tiny_model_overfits_one_piece(tmp_path):
     symbolic = write_symbolic(tmp_path, {"train": 1, "valid": 1, "test": 1}, keys=(0,))
     train_path = symbolic / "tokens" / "train.parquet"
-    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
-    train_cfg = TrainConfig.preset("tiny", steps=300, batch_size=4, lr=3e-3, log_every=50)
-    untrained = evaluate(MusicTransformer(model_cfg), train_path)["nll"]
-    result = train(tmp_path / "run", train_path, train_path, model_cfg, train_cfg)
+    model_config = MusicConfig.preset("tiny", VOCAB.size)
+    train_config = replace(PROFILES["tiny"], steps=300, batch_size=4, lr=3e-3, log_every=50)
+    untrained = evaluate(MusicTransformer(model_config), train_path)["nll"]
+    result = train(tmp_path / "run", train_path, train_path, model_config, train_config)
     trained = evaluate(MusicTransformer.load(tmp_path / "run"), train_path)["nll"]
     # ln(vocab) = 5.1 nats before training; the piece is learned to well under 1 nat per token.
     assert untrained > 4.5
@@ -128,14 +131,16 @@ def test_same_seed_same_run_and_resume_continues_it(symbolic, tmp_path):
         symbolic / "tokens" / "train.parquet",
         symbolic / "tokens" / "valid.parquet",
     )
-    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
-    train_cfg = TrainConfig.preset("tiny", steps=24, checkpoint_every=8, valid_every=8)
-    straight = train(tmp_path / "a", train_path, valid_path, model_cfg, train_cfg)
-    again = train(tmp_path / "b", train_path, valid_path, model_cfg, train_cfg)
-    stopped = train(tmp_path / "c", train_path, valid_path, model_cfg, train_cfg, stop_at=16)
-    assert not stopped["finished"] and stopped["steps"] == 16
-    resumed = train(tmp_path / "c", train_path, valid_path, model_cfg, train_cfg)
-    assert resumed["resumed_from"] == 16 and resumed["finished"]
+    model_config = MusicConfig.preset("tiny", VOCAB.size)
+    train_config = replace(PROFILES["tiny"], steps=24, checkpoint_every=8, valid_every=8)
+    straight = train(tmp_path / "a", train_path, valid_path, model_config, train_config)
+    again = train(tmp_path / "b", train_path, valid_path, model_config, train_config)
+    stopped = train(tmp_path / "c", train_path, valid_path, model_config, train_config, stop_at=16)
+    assert not stopped["finished"]
+    assert stopped["steps"] == 16
+    resumed = train(tmp_path / "c", train_path, valid_path, model_config, train_config)
+    assert resumed["resumed_from"] == 16
+    assert resumed["finished"]
 
     for run in ("b", "c"):
         for name in ("model.safetensors", "metrics.parquet", "config.json"):
@@ -143,11 +148,11 @@ def test_same_seed_same_run_and_resume_continues_it(symbolic, tmp_path):
     assert straight["final_train_loss"] == again["final_train_loss"] == resumed["final_train_loss"]
 
     with pytest.raises(ValueError, match="other settings"):
-        train(tmp_path / "c", train_path, valid_path, model_cfg, replace(train_cfg, steps=30))
+        train(tmp_path / "c", train_path, valid_path, model_config, replace(train_config, steps=30))
 
     metrics = pq.read_table(tmp_path / "a" / "metrics.parquet").to_pylist()
     steps = [row["step"] for row in metrics if row["kind"] == "step"]
-    assert steps == list(range(5, 25, 5)) + [24]
+    assert steps == [*list(range(5, 25, 5)), 24]
     assert any(row["kind"] == "epoch" for row in metrics)
     assert json.loads((tmp_path / "a" / "train_config.json").read_text())["steps"] == 24
 
@@ -171,17 +176,16 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
     """A checkpoint is several files; a kill between them must not leave weights of one step
     beside the optimizer state of another, and a kill after the last step must not lose the
     closing epoch row: the resumed run ends with every file byte-identical."""
-    import models.symbolic.train as music_train
 
     paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
-    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
-    train_cfg = TrainConfig.preset("tiny", steps=24, checkpoint_every=8, valid_every=8)
-    train(tmp_path / "straight", *paths, model_cfg, train_cfg)
+    model_config = MusicConfig.preset("tiny", VOCAB.size)
+    train_config = replace(PROFILES["tiny"], steps=24, checkpoint_every=8, valid_every=8)
+    train(tmp_path / "straight", *paths, model_config, train_config)
 
     progress = None
     with monkeypatch.context() as patch:
         if where == "after the weights":  # step 16's weights are written, not its state
-            real_save, saves = music_train.save_model, []
+            real_save, saves = checkpoint.save_model, []
 
             def save_model_then_die(directory, model, config):
                 real_save(directory, model, config)
@@ -189,19 +193,19 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
                 if len(saves) == 2:  # step 8's checkpoint, then step 16's
                     raise Killed
 
-            patch.setattr(music_train, "save_model", save_model_then_die)
+            patch.setattr(checkpoint, "save_model", save_model_then_die)
         elif where == "while moving files in":  # step 16 committed, two of its files moved
             real_replace, moves = os.replace, []
 
             def replace_then_die(src, dst):
                 source = Path(src)  # temp files of atomic writes start with "."
-                if source.parent.name == music_train.PENDING_DIR and source.name[0] != ".":
+                if source.parent.name == checkpoint.PENDING_DIR and source.name[0] != ".":
                     moves.append(source.name)
                     if len(moves) == 6 + 3:  # 6 files a checkpoint; step 8's, then 2 of 16's
                         raise Killed
                 real_replace(src, dst)
 
-            patch.setattr(music_train.os, "replace", replace_then_die)
+            patch.setattr(checkpoint.os, "replace", replace_then_die)
         else:
 
             def progress(fraction: float) -> None:  # right after the last checkpoint
@@ -209,10 +213,10 @@ def test_a_kill_inside_a_checkpoint_resumes_to_the_same_bytes(
                     raise Killed
 
         with pytest.raises(Killed):
-            train(tmp_path / "killed", *paths, model_cfg, train_cfg, progress)
-    resumed = train(tmp_path / "killed", *paths, model_cfg, train_cfg)
+            train(tmp_path / "killed", *paths, model_config, train_config, progress)
+    resumed = train(tmp_path / "killed", *paths, model_config, train_config)
     assert resumed["finished"]
-    assert not (tmp_path / "killed" / music_train.PENDING_DIR).exists()
+    assert not (tmp_path / "killed" / checkpoint.PENDING_DIR).exists()
     assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
 
 
@@ -222,23 +226,23 @@ def test_a_finished_run_keeps_the_weights_of_its_best_validation(symbolic, tmp_p
     import models.symbolic.train as music_train
 
     paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
-    model_cfg = MusicConfig.preset("tiny", VOCAB.size)
-    train_cfg = TrainConfig.preset(
-        "tiny", steps=24, log_every=4, checkpoint_every=12, valid_every=8
+    model_config = MusicConfig.preset("tiny", VOCAB.size)
+    train_config = replace(
+        PROFILES["tiny"], steps=24, log_every=4, checkpoint_every=12, valid_every=8
     )
     scripted = {8: 3.0, 16: 2.0, 24: 2.5}
     done = [0]  # the last step `progress` reported; validation comes in the step after it
 
     def progress(fraction: float) -> None:
-        done[0] = round(fraction * train_cfg.steps)
+        done[0] = round(fraction * train_config.steps)
 
     monkeypatch.setattr(
         music_train, "evaluate", lambda *args, **kwargs: {"nll": scripted[done[0] + 1]}
     )
-    result = train(tmp_path / "straight", *paths, model_cfg, train_cfg, progress)
+    result = train(tmp_path / "straight", *paths, model_config, train_config, progress)
     assert (result["best_step"], result["best_valid_nll"]) == (16, 2.0)
     done[0] = 0
-    train(tmp_path / "at16", *paths, model_cfg, train_cfg, progress, stop_at=16)
+    train(tmp_path / "at16", *paths, model_config, train_config, progress, stop_at=16)
     step16 = (tmp_path / "at16" / "model.safetensors").read_bytes()
     straight = tmp_path / "straight"
     assert (straight / "model.safetensors").read_bytes() == step16
@@ -249,8 +253,8 @@ def test_a_finished_run_keeps_the_weights_of_its_best_validation(symbolic, tmp_p
     assert [v for v in valid if v is not None] == [3.0, 2.0, 2.5]
 
     done[0] = 0
-    train(tmp_path / "resumed", *paths, model_cfg, train_cfg, progress, stop_at=20)
+    train(tmp_path / "resumed", *paths, model_config, train_config, progress, stop_at=20)
     done[0] = 20
-    resumed = train(tmp_path / "resumed", *paths, model_cfg, train_cfg, progress)
+    resumed = train(tmp_path / "resumed", *paths, model_config, train_config, progress)
     assert resumed["best_step"] == 16
     assert _run_files(tmp_path / "resumed") == _run_files(straight)

@@ -12,18 +12,18 @@ import pytest
 import soundfile as sf
 from audio_files import chirp, write_bad_files, write_good_files
 
+from datasets.audio.dataset import write_audio_dataset
+from datasets.audio.load import load_entry
+from datasets.audio.lowres import pairs_entry
 from datasets.audio.pairs import (
     PairSpec,
     degrade,
     file_filter,
-    load_entry,
     loud_offsets,
     make_pairs,
-    pairs_entry,
     patch_offsets,
-    write_audio_dataset,
-    write_pair_shards,
 )
+from datasets.audio.shards import write_pair_shards
 from datasets.audio.signals import FILTERS, decimate, quantize_uniform
 from datasets.inventory import inventory
 from datasets.splits import split_pieces
@@ -48,7 +48,8 @@ def test_patches_are_aligned_slices_of_the_whole_file() -> None:
     hr = chirp(0.5, 16000)[:, 0]
     table, n_silent = make_pairs("f", hr, spec)
     offsets = patch_offsets(len(hr), 1024, 512)
-    assert table.column("offset").to_pylist() == offsets.tolist() and n_silent == 0
+    assert table.column("offset").to_pylist() == offsets.tolist()
+    assert n_silent == 0
     lr = degrade(hr, 4, "soxr")
     hr_rows, lr_rows = column(table, "hr"), column(table, "lr")
     for row, offset in enumerate(offsets):
@@ -92,14 +93,14 @@ def test_random_filter_is_per_file_deterministic_and_recorded() -> None:
 
 
 def test_spec_refuses_bad_parameters() -> None:
-    for bad in (
-        {"ratio": 5},
-        {"filter": "butter"},
-        {"patch": 1000, "ratio": 3},
-        {"stride": 6, "ratio": 4},
-        {"bits": 0},
+    for bad, reason in (
+        ({"ratio": 5}, "ratio must be one of"),
+        ({"filter": "butter"}, "filter must be one of"),
+        ({"patch": 1000, "ratio": 3}, "patch 1000 must be a positive multiple of ratio 3"),
+        ({"stride": 6, "ratio": 4}, "stride 6 must be a positive multiple of ratio 4"),
+        ({"bits": 0}, "bits must be in"),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=reason):
             PairSpec(**bad)
 
 
@@ -205,7 +206,8 @@ def test_cached_hr_is_redone_when_another_rate_overwrote_it(tmp_path: Path) -> N
     first = load_entry(entry, tmp_path / "d", 16000)
     load_entry(entry, tmp_path / "d", 8000)
     again = load_entry(entry, tmp_path / "d", 16000)
-    assert not again["reused"] and again["n_samples"] == first["n_samples"]
+    assert not again["reused"]
+    assert again["n_samples"] == first["n_samples"]
 
 
 def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
@@ -231,8 +233,10 @@ def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
         meta = pq.ParquetFile(shard).metadata.row_group(0)
         for index in (4, 5):  # hr, lr: plain floats, zstd, no dictionary, no statistics
             chunk = meta.column(index)
-            assert "PLAIN" in chunk.encodings and not any("DICT" in e for e in chunk.encodings)
-            assert chunk.compression == "ZSTD" and not chunk.is_stats_set
+            assert "PLAIN" in chunk.encodings
+            assert not any("DICT" in e for e in chunk.encodings)
+            assert chunk.compression == "ZSTD"
+            assert not chunk.is_stats_set
         hr_rows, lr_rows = column(table, "hr"), column(table, "lr")
         for k, (file_id, offset) in enumerate(
             zip(
@@ -251,19 +255,20 @@ def test_shards_hold_slices_of_the_files_and_do_not_depend_on_threads(
 def test_stage_syncs_once_instead_of_per_file(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import datasets.audio.pairs
+    import datasets.audio.dataset
 
     fsyncs: list[int] = []
     syncs: list[Path] = []
     monkeypatch.setattr("os.fsync", lambda fd: fsyncs.append(fd))
-    real_sync = datasets.audio.pairs.sync_filesystem
+    real_sync = datasets.audio.dataset.sync_filesystem
     monkeypatch.setattr(
-        datasets.audio.pairs,
+        datasets.audio.dataset,
         "sync_filesystem",
         lambda path: (syncs.append(Path(path)), real_sync(path)),
     )
     build(corpus, tmp_path, PairSpec(ratio=4, patch=1024, stride=512))
-    assert fsyncs == [] and syncs == [tmp_path]  # one sync, after the last file is written
+    assert fsyncs == []
+    assert syncs == [tmp_path]
     assert not list(tmp_path.rglob("*.tmp"))
 
 

@@ -12,9 +12,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from datasets.io import manifest_row, write_manifest
+from datasets.stamps import flow_key
 from flows.audio import AudioParams
 from flows.pipeline import PipelineParams, pipeline_flow, subflow_params
-from flows.reuse import flow_key
 from flows.symbolic import SymbolicParams
 from models.report import (
     MAX_EMBEDDED_PNG_BYTES,
@@ -107,7 +107,8 @@ def test_pngs_are_embedded_as_data_uris_unless_too_big(tmp_path: Path):
         "t", tmp_path, {}, {}, [{"flow": "f", "metric": "m|x", "value": 0.123456}], [], [], [small]
     )
     assert "| f | m\\|x | 0.123 |" in text
-    assert "**reports/roll.png**" in text and "data:image/png;base64," in text
+    assert "**reports/roll.png**" in text
+    assert "data:image/png;base64," in text
 
 
 def test_significant_digits():
@@ -236,7 +237,8 @@ def test_rerun_reuses_everything_and_a_new_file_is_processed_alone(prefect_harne
     first = first_run["results"]
     assert (first["symbolic"]["n_parsed"], first["symbolic"]["n_rejected"]) == (4, 1)
     assert (first["audio"]["n_loaded"], first["audio"]["n_rejected"]) == (3, 1)
-    assert not first["symbolic"]["flow_reused"] and not first["audio"]["flow_reused"]
+    assert not first["symbolic"]["flow_reused"]
+    assert not first["audio"]["flow_reused"]
 
     # Nothing changed: neither flow runs; the recorded results come back.
     second = run_data(tmp_path, midi, wav)
@@ -247,7 +249,8 @@ def test_rerun_reuses_everything_and_a_new_file_is_processed_alone(prefect_harne
     # An output deleted: the flow runs again, every file comes from its per-file cache.
     (tmp_path / "data" / "symbolic" / "notes.parquet").unlink()
     third = run_data(tmp_path, midi, wav)["results"]
-    assert not third["symbolic"]["flow_reused"] and third["audio"]["flow_reused"]
+    assert not third["symbolic"]["flow_reused"]
+    assert third["audio"]["flow_reused"]
     assert (third["symbolic"]["n_parsed"], third["symbolic"]["n_parse_reused"]) == (0, 4)
     assert (tmp_path / "data" / "symbolic" / "notes.parquet").is_file()
 

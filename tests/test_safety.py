@@ -26,6 +26,7 @@ from models.checkpoint import (
     CONFIG_FILE,
     MODEL_FILE,
     STATE_TENSORS_FILE,
+    ModelDirectoryError,
     load_config,
     load_train_state,
     load_weights,
@@ -79,9 +80,12 @@ def forbidden_uses(path: Path) -> list[str]:
         func = node.func
         if isinstance(func, ast.Name) and func.id in FORBIDDEN_BUILTINS:
             found.append(f"{path}:{node.lineno}: calls {func.id}()")
-        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-            if (func.value.id, func.attr) in FORBIDDEN_CALLS:
-                found.append(f"{path}:{node.lineno}: calls {func.value.id}.{func.attr}()")
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and (func.value.id, func.attr) in FORBIDDEN_CALLS
+        ):
+            found.append(f"{path}:{node.lineno}: calls {func.value.id}.{func.attr}()")
         for keyword in node.keywords:
             value = keyword.value
             if isinstance(value, ast.Constant) and (keyword.arg, value.value) in FORBIDDEN_KEYWORDS:
@@ -162,13 +166,13 @@ def test_checkpoint_refuses_a_pickle_named_safetensors(tmp_path):
     save_model(tmp_path, Tiny(TinyConfig()), TinyConfig())
     marker = tmp_path.parent / "unpickled"
     malicious_pickle(tmp_path / MODEL_FILE, marker)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Exception) as info:  # noqa: PT011 - any refusal, as long as it refuses
         load_weights(tmp_path, Tiny(TinyConfig()))
     assert not isinstance(info.value, pickle.UnpicklingError)
     assert not marker.exists()
     # The same for a torch.save archive (a zip holding a pickle) under the safetensors name.
     torch.save(Tiny(TinyConfig()).state_dict(), tmp_path / MODEL_FILE)
-    with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as it refuses
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal, as long as it refuses
         load_weights(tmp_path, Tiny(TinyConfig()))
 
 
@@ -180,7 +184,7 @@ def test_train_state_refuses_a_pickle(tmp_path):
     save_train_state(tmp_path, optimizer, {"step": 1}, torch.Generator().manual_seed(1))
     marker = tmp_path.parent / "unpickled"
     malicious_pickle(tmp_path / STATE_TENSORS_FILE, marker)
-    with pytest.raises(Exception):  # noqa: B017
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal, as long as it refuses
         load_train_state(tmp_path, torch.optim.AdamW(model.parameters()))
     assert not marker.exists()
 
@@ -188,20 +192,23 @@ def test_train_state_refuses_a_pickle(tmp_path):
 def test_config_is_json_only(tmp_path):
     save_model(tmp_path, Tiny(TinyConfig()), TinyConfig())
     (tmp_path / CONFIG_FILE).write_bytes(pickle.dumps(TinyConfig(width=4)))
-    with pytest.raises((json.JSONDecodeError, UnicodeDecodeError)):
+    with pytest.raises(ModelDirectoryError, match="not a readable JSON config") as info:
         load_config(tmp_path, TinyConfig)
+    assert isinstance(info.value.__cause__, json.JSONDecodeError | UnicodeDecodeError)
 
 
 def saved_tiny(kind: str, directory: Path):
     """A real tiny checkpoint of one of our models, and the loader users reach it by."""
     if kind == "music":
-        from models.symbolic.transformer import MusicConfig, MusicTransformer
+        from models.symbolic.config import MusicConfig
+        from models.symbolic.transformer import MusicTransformer
 
         config = MusicConfig.preset("tiny", vocab_size=64)
         save_model(directory, MusicTransformer(config), config)
         return MusicTransformer.load
+    from models.audio.config import preset
     from models.audio.infer import load_model
-    from models.audio.unet import AudioUNet, preset
+    from models.audio.unet import AudioUNet
 
     config = preset("tiny")
     save_model(directory, AudioUNet(config), config)
@@ -222,7 +229,7 @@ def test_model_loaders_refuse_pickles(tmp_path, module, kind):
         malicious_pickle(tmp_path / name, marker)
     load(tmp_path)
     malicious_pickle(tmp_path / MODEL_FILE, marker)
-    with pytest.raises(Exception):  # noqa: B017 - any refusal will do, as long as it refuses
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal, as long as it refuses
         load(tmp_path)
     assert not marker.exists()
 
@@ -243,16 +250,17 @@ def test_relative_to_root_never_escapes(tmp_path_factory, parts):
         assert "outside the corpus root" in str(exc)
         assert not os.path.abspath(candidate).startswith(str(root) + os.sep)
         return
-    assert not rel.startswith("/") and ".." not in rel.split("/")
+    assert not rel.startswith("/")
+    assert ".." not in rel.split("/")
     assert os.path.abspath(root / rel) == os.path.abspath(candidate)
 
 
 def test_relative_to_root_refuses_siblings_and_absolute_paths():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the corpus root"):
         relative_to_root("/corpus/root-evil/x.mid", "/corpus/root")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the corpus root"):
         relative_to_root("/etc/passwd", "/corpus/root")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="outside the corpus root"):
         relative_to_root("/corpus/root/../x.mid", "/corpus/root")
     assert relative_to_root("/corpus/root/a/./b.mid", "/corpus/root") == "a/b.mid"
 
@@ -300,9 +308,9 @@ def test_no_config_or_doc_starts_a_server_on_all_interfaces():
         documented_opt_in = path.suffix == ".md" and "binds **127.0.0.1**" in text
         for match in start.finditer(text):
             host = re.search(r"--host[ =](\S+)", match.group("args"))
-            if host and host.group(1).strip("'\"") not in {"127.0.0.1", "localhost", "::1"}:
-                if not documented_opt_in:
-                    problems.append(f"{path}: {match.group(0).strip()}")
+            public = host and host.group(1).strip("'\"") not in {"127.0.0.1", "localhost", "::1"}
+            if public and not documented_opt_in:
+                problems.append(f"{path}: {match.group(0).strip()}")
         for line in text.splitlines():
             if re.search(r"PREFECT_SERVER_API_HOST\s*[=:]\s*['\"]?0\.0\.0\.0", line):
                 problems.append(f"{path}: {line.strip()}")
@@ -364,9 +372,11 @@ def test_limits_are_flow_parameters_with_finite_defaults():
 
     symbolic, audio = SymbolicParams(), AudioParams()
     assert 0 < symbolic.max_file_bytes <= 1 << 30
-    assert symbolic.max_notes is not None and 0 < symbolic.max_notes <= 10_000_000
+    assert symbolic.max_notes is not None
+    assert 0 < symbolic.max_notes <= 10_000_000
     assert 0 < audio.max_file_bytes <= 4 << 30
-    assert audio.max_seconds is not None and 0 < audio.max_seconds <= 4 * 3600
+    assert audio.max_seconds is not None
+    assert 0 < audio.max_seconds <= 4 * 3600
 
 
 @pytest.mark.parametrize("track", ["symbolic", "audio"])

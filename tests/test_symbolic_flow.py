@@ -73,7 +73,8 @@ def test_flow_writes_the_dataset_and_is_byte_identical(prefect_harness, corpus, 
     result = _run(corpus, tmp_path / "a")
     out = tmp_path / "a" / "symbolic"
     manifest = pd.read_parquet(out / "manifest.parquet")
-    assert len(manifest) == 13 and result.n_files == 13
+    assert len(manifest) == 13
+    assert result.n_files == 13
     status = dict(zip(manifest["path"], manifest["status"], strict=True))
     reasons = dict(zip(manifest["path"], manifest["reason"], strict=True))
     assert [p for p, s in status.items() if s == "ok"] == [
@@ -90,15 +91,19 @@ def test_flow_writes_the_dataset_and_is_byte_identical(prefect_harness, corpus, 
         ("letter.mid", "not a MIDI file"),
         ("broken.musicxml", "music21 cannot read it"),
     ]:
-        assert status[f"bad/{name}"] == "rejected" and reason in reasons[f"bad/{name}"], name
-    assert result.n_ok == 6 and result.n_rejected == 6 and result.n_duplicate == 1
+        assert status[f"bad/{name}"] == "rejected", name
+        assert reason in reasons[f"bad/{name}"], name
+    assert result.n_ok == 6
+    assert result.n_rejected == 6
+    assert result.n_duplicate == 1
     assert "bad/letter.mid" in _rejected_artifact()
 
     vocab = Vocab.from_json((out / "vocab.json").read_text())
     notes = pd.read_parquet(out / "notes.parquet")
     tokens = pd.concat(pd.read_parquet(p) for p in sorted((out / "tokens").glob("*.parquet")))
     assert sorted(notes["piece_id"].unique()) == sorted(p for p, s in status.items() if s == "ok")
-    assert len(tokens) == 6 * 12 and result.n_sequences == 72
+    assert len(tokens) == 6 * 12
+    assert result.n_sequences == 72
     for piece, rows in tokens.groupby("piece_id"):
         assert sorted(rows["transpose"]) == list(range(-5, 7))
         assert rows["split"].nunique() == 1  # all 12 keys of a piece in one split
@@ -115,16 +120,21 @@ def test_flow_writes_the_dataset_and_is_byte_identical(prefect_harness, corpus, 
     # A second run on the same inputs, elsewhere and in other batches, writes the same bytes.
     again = _run(corpus, tmp_path / "b", batch_size=3)
     assert _parquet_bytes(out) == _parquet_bytes(tmp_path / "b" / "symbolic")
-    assert again.n_parsed == 11 and not again.reused  # all but the empty file, refused unread
+    assert again.n_parsed == 11
+    assert not again.reused
 
     # A rerun with nothing changed re-uses everything; one new file parses only that file.
     rerun = _run(corpus, tmp_path / "a")
-    assert rerun.reused and rerun.n_parsed == 0 and rerun.n_parse_reused == 11
+    assert rerun.reused
+    assert rerun.n_parsed == 0
+    assert rerun.n_parse_reused == 11
     added = tmp_path / "grown"
     shutil.copytree(corpus, added)
     shutil.copy(PRIMITIVE / "test06.mid", added / "test06.mid")
     grown = _run(added, tmp_path / "a")
-    assert grown.n_parsed == 1 and grown.n_ok == 7 and not grown.reused
+    assert grown.n_parsed == 1
+    assert grown.n_ok == 7
+    assert not grown.reused
 
 
 def test_flow_on_a_jsb_file_keeps_its_split(prefect_harness, tmp_path):

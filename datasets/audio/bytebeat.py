@@ -275,7 +275,7 @@ def evaluate(node: Node, t: np.ndarray) -> np.ndarray:
 def bytebeat(formula: str, seconds: float, block: int = 1 << 16) -> np.ndarray:
     """`seconds` of the formula at 8 kHz as unsigned 8-bit samples (the value's low byte)."""
     tree = parse(formula)
-    n = int(round(seconds * SAMPLE_RATE))
+    n = round(seconds * SAMPLE_RATE)
     out = np.empty(n, dtype=np.uint8)
     for start in range(0, n, block):
         t = np.arange(start, min(n, start + block), dtype=np.int64)

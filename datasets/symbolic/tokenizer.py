@@ -100,6 +100,16 @@ class Vocab:
         )
 
 
+def bar_steps(ts_num: int, ts_den: int, steps_per_beat: int) -> int:
+    """Grid steps per bar; a beat is a quarter note, so 6/8 at 4 steps per beat is 12.
+
+    One function for the tokens' `bar_steps` column and for generation's prompts, in this
+    float order (`ts_num * 4 * steps_per_beat / ts_den`, the order the token tables were
+    written with): another order can round differently on a `.5`.
+    """
+    return max(1, round(ts_num * 4 * steps_per_beat / ts_den))
+
+
 class Quantized(NamedTuple):
     onset: np.ndarray  # int64 grid steps, sorted by (onset, pitch)
     duration: np.ndarray  # int64 grid steps, 1..max_duration

@@ -3,11 +3,6 @@
 For every file of a split: `lr = degrade(hr)` with the filter the model was trained on, then the
 model (`superresolve`), the cubic spline and the band-limited (sinc) projection each rebuild
 `hr` from `lr`; SNR, LSD and high-band LSD are computed per file and averaged over files.
-
-The filter-mismatch study asks the field's known question: a model trained on inputs made with
-one anti-aliasing filter, evaluated on inputs made with another. `write_filter_pairs` makes the
-training pairs for each filter from the same high-res files, `mismatch_table` evaluates every
-(train filter, eval filter) combination.
 """
 
 from __future__ import annotations
@@ -17,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
 from datasets.audio.files import write_wav
-from datasets.audio.pairs import PairSpec, degrade, make_pairs, pairs_schema
+from datasets.audio.pairs import degrade
 from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
-from datasets.io import write_json_atomic, write_parquet_atomic
+from datasets.io import write_json_atomic
 from models.audio.infer import fit_length, load_model, low_rate, spectrogram_png, superresolve
 from models.audio.metrics import evaluate_pair
 from models.audio.unet import AudioUNet
@@ -142,62 +136,6 @@ def evaluate_run(
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def write_filter_pairs(
-    data_dir: str | Path,
-    out_dir: str | Path,
-    spec: PairSpec,
-    splits: tuple[str, ...],
-    max_files: int | None = None,
-) -> Path:
-    """Pairs made with `spec` from the high-res files of `splits` (the first `max_files` of
-    each): one `<split>-00000.parquet` per split.
-
-    The mismatch study needs one training set per filter from the same files; this re-cuts the
-    already-decoded `audio/hr/*.wav` with `datasets.audio.pairs.make_pairs`.
-    """
-    out_dir = Path(out_dir)
-    for split in splits:
-        tables = []
-        for row in split_files(data_dir, split, max_files):
-            hr = read_hr(data_dir, row)
-            table, _ = make_pairs(row["file_id"], hr, spec)
-            tables.append(table.add_column(1, "split", pa.array([split] * table.num_rows)))
-        if tables:
-            schema = pairs_schema(spec)
-            combined = pa.concat_tables([t.cast(schema.remove_metadata()) for t in tables])
-            write_parquet_atomic(out_dir / f"{split}-00000.parquet", combined.cast(schema))
-    return out_dir
-
-
-def mismatch_table(
-    run_dirs: dict[str, str | Path],
-    data_dir: str | Path,
-    split: str = "test",
-    filters: tuple[str, ...] = FILTERS,
-    max_files: int | None = None,
-    max_seconds: float | None = None,
-) -> list[dict[str, Any]]:
-    """Every (train filter, eval filter): the model's mean SNR/LSD and the spline's SNR."""
-    files = split_files(data_dir, split, max_files)
-    rows = []
-    for train_filter, run_dir in sorted(run_dirs.items()):
-        model = load_model(run_dir)
-        for filter in filters:
-            summary = summarize(evaluate_files(model, data_dir, files, filter, None, max_seconds))
-            rows.append(
-                {
-                    "train_filter": train_filter,
-                    "eval_filter": filter,
-                    **{m: round(summary[m], 3) for m in METRICS},
-                    "spline_snr_db": round(summary["baselines"]["spline"]["snr_db"], 3),
-                    "gain_db": round(
-                        summary["snr_db"] - summary["baselines"]["spline"]["snr_db"], 3
-                    ),
-                }
-            )
-    return rows
 
 
 def write_examples(

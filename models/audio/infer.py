@@ -21,8 +21,9 @@ from matplotlib.figure import Figure
 from datasets.audio.files import load_audio, write_wav
 from datasets.audio.signals import sinc_upsample, spline_upsample
 from datasets.io import atomic_path
+from models.audio.config import AudioUNetConfig
 from models.audio.metrics import evaluate_pair, log_power_spectrogram
-from models.audio.unet import AudioUNet, AudioUNetConfig
+from models.audio.unet import AudioUNet
 from models.checkpoint import load_config, load_weights, pick_device
 
 DEFAULT_CHUNK = 16384
@@ -35,6 +36,20 @@ def load_model(run_dir: str | Path, device: str | None = None) -> AudioUNet:
     config = load_config(run_dir, AudioUNetConfig)
     model = load_weights(run_dir, AudioUNet(config))
     return model.to(device or pick_device()).eval()
+
+
+@torch.inference_mode()
+def predict_patches(model: AudioUNet, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+    """The model's output for a stack of (B, patch) inputs, in eval mode, batch by batch."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs = [
+        model(torch.from_numpy(inputs[i : i + batch, None, :]).to(device)).squeeze(1).cpu()
+        for i in range(0, len(inputs), batch)
+    ]
+    model.train(was_training)
+    return torch.cat(outputs).numpy()
 
 
 def crossfade_window(length: int, overlap: int) -> np.ndarray:

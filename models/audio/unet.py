@@ -17,62 +17,11 @@ config so a checkpoint says what it was trained for.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-
-@dataclass
-class AudioUNetConfig:
-    widths: list[int] = field(default_factory=lambda: [128, 384, 512, 512])
-    kernels: list[int] = field(default_factory=lambda: [65, 33, 17, 9])
-    dropout: float = 0.5
-    ratio: int = 4
-    hr_rate: int = 16000
-    patch: int = 8192  # training patch length at the high rate (training sets it from the data)
-
-    def __post_init__(self) -> None:
-        if len(self.widths) != len(self.kernels) or not self.widths:
-            raise ValueError("widths and kernels must be non-empty and of equal length")
-        if any(k % 2 == 0 for k in self.kernels):
-            raise ValueError(f"kernel lengths must be odd for 'same' padding: {self.kernels}")
-        if self.patch % self.multiple:
-            raise ValueError(f"patch {self.patch} is not a multiple of {self.multiple}")
-
-    @property
-    def depth(self) -> int:
-        return len(self.widths)
-
-    @property
-    def multiple(self) -> int:
-        """Input lengths must be multiples of this: every block and the bottleneck halve it."""
-        return 2 ** (self.depth + 1)
-
-
-PRESETS: dict[str, AudioUNetConfig] = {
-    # For tests: trains in seconds.
-    "tiny": AudioUNetConfig(widths=[8, 16], kernels=[9, 9], dropout=0.0),
-    # `--profile quick`: a couple of minutes on 2 CPU cores.
-    "quick": AudioUNetConfig(widths=[16, 32, 64], kernels=[33, 17, 9], dropout=0.0),
-    # `--profile full` on a CPU: the paper's depth at an eighth of its widths, its kernels halved
-    # (the 65-tap first layer alone cost 2.5x the time per step here), and no dropout (dropout
-    # costs ~2.7x on a CPU, and a model this small underfits rather than overfits).
-    "full": AudioUNetConfig(widths=[16, 32, 64, 64], kernels=[33, 17, 9, 9], dropout=0.0),
-    # The paper's widths and dropout: what `--profile full` trains on a GPU.
-    "paper": AudioUNetConfig(),
-}
-
-
-def preset(name: str, **overrides: object) -> AudioUNetConfig:
-    """A fresh copy of a preset config, with fields overridden (e.g. ratio, hr_rate)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown AudioUNet preset {name!r}; choose from {sorted(PRESETS)}")
-    base = PRESETS[name]
-    fresh = {"widths": list(base.widths), "kernels": list(base.kernels)}
-    return dataclasses.replace(base, **{**fresh, **overrides})
+from models.audio.config import AudioUNetConfig
 
 
 def subpixel_1d(x: torch.Tensor, r: int) -> torch.Tensor:

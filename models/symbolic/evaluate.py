@@ -70,7 +70,7 @@ def score_batch(model: MusicTransformer, pieces: list[Piece], tally: Tally) -> N
     device = next(model.parameters()).device
     tokens, beats, bar_steps = (t.to(device) for t in pad_batch(pieces))
     targets = targets_of(tokens)
-    seg_len = model.cfg.seg_len
+    seg_len = model.config.seg_len
     mems: list[torch.Tensor] = []
     nll = torch.zeros(len(pieces), dtype=torch.float64, device=device)
     correct = torch.zeros(len(pieces), dtype=torch.int64, device=device)

@@ -4,12 +4,14 @@ Each new token costs one `MusicTransformer.step` over the key/value cache, not a
 whole context. Before sampling, tokens the grammar forbids
 (`datasets.symbolic.tokenizer.grammar_mask`) get probability zero, and a sequence cut off by
 `length` is closed with a duration and eos, so every output decodes to notes: every note has a
-duration and time only moves forward.
+duration and time only moves forward. `generate` is the whole job: load a run's model, pick the
+prompt, continue it and write the MIDI and piano roll.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,15 @@ import torch
 
 from datasets.io import write_bytes_atomic
 from datasets.symbolic.midi import read_midi, write_midi
-from datasets.symbolic.tokenizer import Vocab, decode, encode, grammar_mask, quantize
+from datasets.symbolic.musicality import continuation_musicality
+from datasets.symbolic.tokenizer import (
+    Vocab,
+    bar_steps,
+    decode,
+    encode,
+    grammar_mask,
+    quantize,
+)
 from models.symbolic.transformer import MusicTransformer
 
 # Pachelbel's Canon in D, bars 1-4 as a built-in prompt: the ground bass (two bars, played
@@ -44,11 +54,6 @@ class Prompt:
     beats: np.ndarray
     bar_steps: int
     name: str
-
-
-def bar_steps_of(ts_num: int, ts_den: int, vocab: Vocab) -> int:
-    """Grid steps per bar: a beat is a quarter note, so a bar is ts_num * 4 / ts_den beats."""
-    return max(1, round(ts_num * 4 / ts_den * vocab.steps_per_beat))
 
 
 def prompt_from_notes(
@@ -80,7 +85,8 @@ def load_prompt(prompt: str, vocab: Vocab, bars: int, tokens_dir: str | Path | N
     path = Path(prompt)
     if path.suffix.lower() in (".mid", ".midi"):
         notes = read_midi(path)
-        bar = bar_steps_of(int(notes["ts_num"].iloc[0]), int(notes["ts_den"].iloc[0]), vocab)
+        ts_num, ts_den = int(notes["ts_num"].iloc[0]), int(notes["ts_den"].iloc[0])
+        bar = bar_steps(ts_num, ts_den, vocab.steps_per_beat)
         return prompt_from_notes(notes, vocab, bars, bar, path.stem)
     if tokens_dir is None:
         raise ValueError(f"prompt {prompt!r} is not a MIDI file and no tokens dataset was given")
@@ -190,13 +196,18 @@ def continue_prompt(
     return np.array(tokens, dtype=np.int32), np.array(beats, dtype=np.int32)
 
 
-def tokens_to_notes(tokens: np.ndarray, vocab: Vocab) -> pd.DataFrame:
+def tokens_to_notes(tokens: np.ndarray, vocab: Vocab, beats_per_bar: int = 4) -> pd.DataFrame:
+    """Decoded tokens as a note table (pitched notes, one time signature of `beats_per_bar`
+    quarter notes), enough for MIDI, the piano roll and the musicality figures."""
     onset, duration, pitch = decode(tokens, vocab)
     return pd.DataFrame(
         {
             "onset": onset / vocab.steps_per_beat,
             "duration": duration / vocab.steps_per_beat,
             "pitch": pitch,
+            "is_drum": False,
+            "ts_num": beats_per_bar,
+            "ts_den": 4,
         }
     )
 
@@ -225,17 +236,50 @@ def write_piano_roll(notes: pd.DataFrame, path: str | Path, n_prompt: int, title
 def write_outputs(
     tokens: np.ndarray, vocab: Vocab, prompt: Prompt, out_stem: str | Path, tempo_bpm: float
 ) -> dict[str, Any]:
-    """The continuation as `<stem>.mid` and a piano roll `<stem>.png`; returns paths, counts."""
-    notes = tokens_to_notes(tokens, vocab)
+    """The continuation as `<stem>.mid` and a piano roll `<stem>.png`; returns paths, counts
+    and the musicality of the continuation beside its prompt's (`musicality`)."""
+    beats_per_bar = max(1, round(prompt.bar_steps / vocab.steps_per_beat))
+    notes = tokens_to_notes(tokens, vocab, beats_per_bar)
     # Decoding sorts by (onset, pitch) and generated notes never come before the prompt's
     # (time only moves forward, a group's added pitches go up), so the prompt's notes lead.
     n_prompt = len(tokens_to_notes(prompt.tokens, vocab))
     midi = write_midi(notes, f"{out_stem}.mid", tempo_bpm=tempo_bpm)
     png = write_piano_roll(notes, f"{out_stem}.png", n_prompt, Path(out_stem).name)
+    prompt_bars = prompt.beats[-1] // prompt.bar_steps + 1 if len(prompt.beats) else 0
+    continuation_start = prompt_bars * beats_per_bar  # the bar after the prompt's last
+    continuation = notes.iloc[n_prompt:].assign(onset=lambda t: t.onset - continuation_start)
+    figures = continuation_musicality(notes.iloc[:n_prompt], continuation[continuation.onset >= 0])
     return {
         "midi": str(midi),
         "png": str(png),
         "notes": len(notes),
         "prompt_notes": n_prompt,
         "tokens": len(tokens),
+        # None where a figure is undefined (NaN): results and stamps are strict JSON.
+        "musicality": {k: None if math.isnan(v) else round(v, 4) for k, v in figures.items()},
     }
+
+
+def generate(
+    run_dir: str | Path,
+    vocab: Vocab,
+    tokens_dir: str | Path | None,
+    reports_dir: str | Path,
+    prompt: str,
+    prompt_bars: int,
+    length: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int,
+    tempo_bpm: float = 100.0,
+) -> dict[str, Any]:
+    """Continue `prompt` (see `load_prompt`) with the model of `run_dir`, seeded; writes
+    `<reports_dir>/<run>-<prompt>-seed<seed>.mid` and `.png` (`write_outputs`). The sampling
+    defaults are the caller's (the task's and the flow's parameters)."""
+    model = MusicTransformer.load(run_dir)
+    chosen = load_prompt(prompt, vocab, prompt_bars, tokens_dir)
+    generator = torch.Generator().manual_seed(seed)
+    tokens, _ = continue_prompt(model, vocab, chosen, length, temperature, top_k, top_p, generator)
+    stem = Path(reports_dir) / f"{Path(run_dir).name}-{chosen.name}-seed{seed}"
+    return write_outputs(tokens, vocab, chosen, stem, tempo_bpm)

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from datasets.io import write_json_atomic, write_parquet_atomic
-from datasets.symbolic.build import token_table
 from datasets.symbolic.jsb import (
     JSB_BAR_STEPS,
     JSB_VOCAB_SIZE,
@@ -39,8 +38,12 @@ from datasets.symbolic.jsb import (
     transpose_chorale,
     voice_ranges,
 )
-from models.symbolic.run import evaluate_run, profile_configs, train_with_baseline
-from models.symbolic.train import TrainConfig, train
+from datasets.symbolic.tokens import token_table
+from models.symbolic.config import PROFILES, profile_configs
+from models.symbolic.evaluate import evaluate
+from models.symbolic.run import evaluate_run, train_with_baseline
+from models.symbolic.train import train
+from models.symbolic.transformer import MusicTransformer
 
 # NLL per token on the JSB valid split, Huang et al. 2018 (Music Transformer), Table 1.
 PUBLISHED = {
@@ -88,6 +91,31 @@ def write_jsb_tokens(
     return counts
 
 
+def score_jsb_model(
+    jsb_path: str | Path, run_dir: str | Path, tokens_dir: str | Path
+) -> dict[str, Any]:
+    """A saved model (no training) scored on Coconet's valid and test chorales, in the unit of
+    the published figures: mean NLL in nats per token after bos, each chorale on its own."""
+    write_jsb_tokens(jsb_path, tokens_dir)
+    model = MusicTransformer.load(run_dir)
+    if model.config.vocab_size != JSB_VOCAB_SIZE:
+        raise ValueError(
+            f"{run_dir}: a model of {model.config.vocab_size} tokens, not the "
+            f"{JSB_VOCAB_SIZE} of the JSB serialization; was it trained with --jsb?"
+        )
+    scores = {s: evaluate(model, Path(tokens_dir) / f"{s}.parquet") for s in ("valid", "test")}
+    return {
+        "jsb_path": str(jsb_path),
+        "model": str(run_dir),
+        "valid_nll": scores["valid"]["nll"],
+        "test_nll": scores["test"]["nll"],
+        "valid_accuracy": scores["valid"]["accuracy"],
+        "test_accuracy": scores["test"]["accuracy"],
+        "published_valid_nll": PUBLISHED,
+        "params": model.num_parameters(),
+    }
+
+
 def run_jsb_benchmark(
     jsb_path: str | Path,
     out_dir: str | Path,
@@ -107,18 +135,18 @@ def run_jsb_benchmark(
     tokens_dir = out_dir / "tokens"
     pieces = write_jsb_tokens(jsb_path, tokens_dir, transpose)
     overrides: dict[str, Any] = {} if dropout is None else {"dropout": dropout}
-    model_cfg, train_cfg = profile_configs(
+    model_config, train_config = profile_configs(
         profile, JSB_VOCAB_SIZE, seed, max_bar_steps=16, **overrides
     )
     if steps is not None:
-        train_cfg = dataclasses.replace(train_cfg, steps=steps)
+        train_config = dataclasses.replace(train_config, steps=steps)
     if vanilla:
         training = train_with_baseline(
-            out_dir / "run", tokens_dir, model_cfg, train_cfg, progress, log
+            out_dir / "run", tokens_dir, model_config, train_config, progress, log
         )
     else:
         splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
-        training = train(out_dir / "run", *splits, model_cfg, train_cfg, progress, log)
+        training = train(out_dir / "run", *splits, model_config, train_config, progress, log)
     metrics = evaluate_run(out_dir / "run", tokens_dir)
     result = {
         "jsb_path": str(jsb_path),
@@ -145,7 +173,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jsb", required=True, help="Coconet-format Jsb16thSeparated.json")
     parser.add_argument("--out", default="data/models/jsb", help="output directory")
-    parser.add_argument("--profile", default="quick", choices=sorted(TrainConfig.PRESETS))
+    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="override the profile's steps")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla baseline")

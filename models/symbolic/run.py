@@ -1,4 +1,4 @@
-"""A music run end to end: the profiles, the model and its baselines trained on the same token
+"""A music run end to end: the model and its baselines trained on the same token
 budget, and all three scored on the same valid and test pieces (metrics.json).
 
 Baselines: the vanilla Transformer (`MusicConfig.vanilla`: same size, learned absolute
@@ -22,35 +22,23 @@ import torch
 from datasets.io import write_json_atomic
 from datasets.symbolic.tokenizer import Vocab
 from models.checkpoint import CONFIG_FILE, STATE_JSON_FILE
+from models.symbolic.config import PROFILES, MusicConfig, TrainConfig, profile_configs
 from models.symbolic.data import first_pieces, read_pieces
 from models.symbolic.evaluate import evaluate
 from models.symbolic.ngram import NGram
-from models.symbolic.train import TRAIN_CONFIG_FILE, TrainConfig, train
-from models.symbolic.transformer import MusicConfig, MusicTransformer
+from models.symbolic.train import TRAIN_CONFIG_FILE, train
+from models.symbolic.transformer import MusicTransformer
 
 METRICS_JSON = "metrics.json"
 
 VANILLA_DIR = "baselines/vanilla_transformer"
 
 
-def profile_configs(
-    profile: str, vocab_size: int, seed: int, **model_overrides: Any
-) -> tuple[MusicConfig, TrainConfig]:
-    """The model and training presets of a profile ("tiny" for tests, "quick", "full", "large");
-    `full` takes the large presets when a GPU is there."""
-    if profile == "full" and torch.cuda.is_available():
-        profile = "large"
-    return (
-        MusicConfig.preset(profile, vocab_size, **model_overrides),
-        TrainConfig.preset(profile, seed=seed),
-    )
-
-
 def train_with_baseline(
     run_dir: str | Path,
     tokens_dir: str | Path,
-    model_cfg: MusicConfig,
-    train_cfg: TrainConfig,
+    model_config: MusicConfig,
+    train_config: TrainConfig,
     progress: Callable[[float], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
@@ -62,9 +50,9 @@ def train_with_baseline(
     def part(offset: float) -> Callable[[float], None] | None:
         return None if progress is None else (lambda f: progress(offset + f / 2))
 
-    main = train(run_dir, *splits, model_cfg, train_cfg, part(0.0), log)
+    main = train(run_dir, *splits, model_config, train_config, part(0.0), log)
     vanilla = train(
-        Path(run_dir) / VANILLA_DIR, *splits, model_cfg.vanilla(), train_cfg, part(0.5), log
+        Path(run_dir) / VANILLA_DIR, *splits, model_config.vanilla(), train_config, part(0.5), log
     )
     return {**main, "vanilla": vanilla}
 
@@ -78,15 +66,15 @@ def evaluate_run(
     token budget the Transformers trained on (each piece once at most).
     """
     run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
-    train_cfg = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
+    train_config = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
     model = MusicTransformer.load(run_dir)
-    budget = train_cfg["steps"] * train_cfg["batch_size"] * model.cfg.seg_len
+    budget = train_config["steps"] * train_config["batch_size"] * model.config.seg_len
     # The n-gram gets the planned budget, which equals the Transformers' when they finished.
-    stream = torch.Generator().manual_seed(train_cfg["seed"] + 1)
-    ngram = NGram(model.cfg.vocab_size).fit(
+    stream = torch.Generator().manual_seed(train_config["seed"] + 1)
+    ngram = NGram(model.config.vocab_size).fit(
         p.tokens
         for p in first_pieces(
-            tokens_dir / "train.parquet", stream, train_cfg["shuffle_buffer"], budget
+            tokens_dir / "train.parquet", stream, train_config["shuffle_buffer"], budget
         )
     )
     scorers = {
@@ -111,7 +99,7 @@ def evaluate_run(
         "token_budget": budget,
         "ngram_tokens_trained": ngram.tokens_trained,
         "ngram_order": ngram.order,
-        "params": model.num_params(),
+        "params": model.num_parameters(),
         "max_pieces": max_pieces,
     }
     write_json_atomic(run_dir / METRICS_JSON, metrics)
@@ -133,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--data-dir", default="data", help="holds symbolic/tokens, vocab.json")
     parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--profile", default="quick", choices=sorted(TrainConfig.PRESETS))
+    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--train", nargs="*", default=[], metavar="KEY=VALUE", help="TrainConfig overrides"
@@ -144,10 +132,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     symbolic = Path(args.data_dir) / "symbolic"
     vocab = Vocab.from_json((symbolic / "vocab.json").read_text())
-    model_cfg, train_cfg = profile_configs(args.profile, vocab.size, args.seed)
+    model_config, train_config = profile_configs(args.profile, vocab.size, args.seed)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.train)}
-    train_cfg = dataclasses.replace(train_cfg, **overrides)
-    result = train_with_baseline(args.run_dir, symbolic / "tokens", model_cfg, train_cfg, log=print)
+    train_config = dataclasses.replace(train_config, **overrides)
+    result = train_with_baseline(
+        args.run_dir, symbolic / "tokens", model_config, train_config, log=print
+    )
     metrics = evaluate_run(args.run_dir, symbolic / "tokens")
     summary = {k: v for k, v in metrics.items() if "by_transpose" not in k and k != "baselines"}
     summary["baselines"] = {

@@ -9,15 +9,12 @@ same bytes (weights, metrics) as an uninterrupted run.
 The run keeps its best weights: each validation that beats every earlier one is checkpointed
 with a copy of the weights in best.safetensors, and a finished run's model.safetensors holds
 the weights of its best validation step (train_state.json names it), not of its last step. On a
-small corpus a long run overfits (the `large` preset on JSB: valid NLL 0.51 at step 1000, 1.04
+small corpus a long run overfits (the `large` profile on JSB: valid NLL 0.51 at step 1000, 1.04
 at step 4000), so the last weights are rarely the ones to evaluate or sample from.
 
-A checkpoint is several files that must agree (weights, memory and metrics of step N with the
-optimizer state of step N), so it is committed as one: its files are written into
-`checkpoint.pending/`, a `commit.json` listing them is written last, then each is moved over the
-run's own file. A kill before the commit record leaves the previous checkpoint whole (the pending
-directory is discarded on resume); a kill after it is rolled forward on resume (the remaining
-files are moved), so no mix of two steps is ever resumed from.
+Checkpoints are committed as one by `models.checkpoint.commit_checkpoint` (weights, memory,
+metrics and optimizer state of one step, or the previous checkpoint whole), so no mix of two steps
+is ever resumed from.
 """
 
 from __future__ import annotations
@@ -25,13 +22,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,22 +37,20 @@ from safetensors.torch import load_file, save_file
 from datasets.io import atomic_path, write_json_atomic, write_parquet_atomic
 from models.checkpoint import (
     MODEL_FILE,
+    finish_checkpoint,
+    load_checkpoint,
     load_config,
-    load_train_state,
-    load_weights,
     pick_device,
-    save_model,
-    save_train_state,
+    save_checkpoint,
 )
+from models.symbolic.config import MusicConfig, TrainConfig
 from models.symbolic.data import IGNORE, lane_segments, shuffled_pieces, targets_of
 from models.symbolic.evaluate import evaluate
-from models.symbolic.transformer import MusicConfig, MusicTransformer
+from models.symbolic.transformer import MusicTransformer
 
 MEMORY_FILE = "memory.safetensors"
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_PARQUET = "metrics.parquet"
-PENDING_DIR = "checkpoint.pending"
-COMMIT_FILE = "commit.json"
 BEST_FILE = "best.safetensors"
 
 METRICS_SCHEMA = pa.schema(
@@ -73,78 +66,25 @@ METRICS_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 300
-    batch_size: int = 8
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 30
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    log_every: int = 10
-    checkpoint_every: int = 100
-    valid_every: int = 100
-    valid_pieces: int = 32  # valid pieces scored during training (the full split at the end)
-    shuffle_buffer: int = 256
-    seed: int = 0
-    bf16: bool = False  # autocast on a CPU with native bf16; on CUDA bf16 is always used
-
-    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        "tiny": dict(steps=60, batch_size=4, lr=3e-3, warmup=5, log_every=5, checkpoint_every=20),
-        "quick": dict(steps=300, batch_size=8, lr=2e-3, warmup=30, checkpoint_every=100),
-        # About two epochs of the 12-key chorales (2.2 M training tokens) at 2048 tokens a step.
-        "full": dict(
-            steps=2000,
-            batch_size=16,
-            lr=1e-3,
-            warmup=100,
-            log_every=50,
-            checkpoint_every=250,
-            valid_every=500,
-            valid_pieces=64,
-            shuffle_buffer=1024,
-            bf16=True,
-        ),
-        "large": dict(
-            steps=20000,
-            batch_size=16,
-            lr=5e-4,
-            warmup=500,
-            log_every=50,
-            checkpoint_every=500,
-            valid_every=250,
-            valid_pieces=64,
-            shuffle_buffer=2048,
-        ),
-    }
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TrainConfig:
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown training preset {name!r}; choose from {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
-
-
-def learning_rate(step: int, cfg: TrainConfig) -> float:
+def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to `min_lr_ratio * lr` at the last step."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
-def make_optimizer(model: MusicTransformer, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: MusicTransformer, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on tensors of two or more dimensions only (not on biases and
     norms), as in nanoGPT."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
 
 
 def cpu_has_bf16() -> bool:
@@ -187,8 +127,8 @@ def train(
     run_dir: str | Path,
     train_path: str | Path,
     valid_path: str | Path,
-    model_cfg: MusicConfig,
-    train_cfg: TrainConfig,
+    model_config: MusicConfig,
+    train_config: TrainConfig,
     progress: Callable[[float], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
     stop_at: int | None = None,
@@ -201,34 +141,34 @@ def train(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device()
-    init_generator = torch.Generator().manual_seed(train_cfg.seed)
-    model = MusicTransformer(model_cfg, generator=init_generator).to(device)
-    optimizer = make_optimizer(model, train_cfg)
+    init_generator = torch.Generator().manual_seed(train_config.seed)
+    model = MusicTransformer(model_config, generator=init_generator).to(device)
+    optimizer = make_optimizer(model, train_config)
 
-    finish_checkpoint(run_dir)  # a checkpoint a kill interrupted: completed or discarded
-    state = load_train_state(run_dir, optimizer)
-    start = 0 if state is None else int(state["step"])
+    state: dict[str, Any] | None = None
     mems: list[torch.Tensor] = []
-    if state is not None:
+    if finish_checkpoint(run_dir):  # a checkpoint a kill interrupted is completed or discarded
         saved = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
-        if load_config(run_dir, MusicConfig) != model_cfg or saved != dataclasses.asdict(train_cfg):
+        same_training = saved == dataclasses.asdict(train_config)
+        if load_config(run_dir, MusicConfig) != model_config or not same_training:
             raise ValueError(
                 f"{run_dir} holds a run with other settings; resume it unchanged or use a new run"
             )
-        load_weights(run_dir, model)
+        state = load_checkpoint(run_dir, model, optimizer)
         mems = _load_memory(run_dir, device)
-        log(f"resuming {run_dir} at step {start}")
+        log(f"resuming {run_dir} at step {state['step']}")
+    start = 0 if state is None else int(state["step"])
     rows = _read_metrics(run_dir, start)
-    write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_cfg))
+    write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_config))
 
-    data_generator = torch.Generator().manual_seed(train_cfg.seed + 1)
-    pieces = shuffled_pieces(train_path, data_generator, train_cfg.shuffle_buffer)
-    segments = lane_segments(pieces, train_cfg.batch_size, model_cfg.seg_len)
+    data_generator = torch.Generator().manual_seed(train_config.seed + 1)
+    pieces = shuffled_pieces(train_path, data_generator, train_config.shuffle_buffer)
+    segments = lane_segments(pieces, train_config.batch_size, model_config.seg_len)
     for _ in range(start):  # replay the stream to where the checkpoint left it
         next(segments)
 
-    end = train_cfg.steps if stop_at is None else min(stop_at, train_cfg.steps)
-    tokens_per_step = train_cfg.batch_size * model_cfg.seg_len
+    end = train_config.steps if stop_at is None else min(stop_at, train_config.steps)
+    tokens_per_step = train_config.batch_size * model_config.seg_len
     # Running loss sums go into the checkpoint, so a resumed run logs the same numbers.
     sums = state["sums"] if state else {"window": [0.0, 0], "epoch": [0.0, 0]}
     epoch = int(state["epoch"]) if state else 0
@@ -241,11 +181,11 @@ def train(
             rows.append(_epoch_row(step, epoch, tokens_per_step, sums["epoch"]))
             sums["epoch"] = [0.0, 0]
             epoch = segment.epoch
-        lr = learning_rate(step, train_cfg)
+        lr = learning_rate(step, train_config)
         for group in optimizer.param_groups:
             group["lr"] = lr
         tokens = segment.tokens.to(device)
-        with autocast(device, train_cfg.bf16):
+        with autocast(device, train_config.bf16):
             beats, bar_steps = segment.beats.to(device), segment.bar_steps.to(device)
             logits, mems = model(tokens[:, :-1], beats[:, :-1], bar_steps[:, :-1], mems)
         loss = F.cross_entropy(
@@ -253,20 +193,20 @@ def train(
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
         optimizer.step()
         for key in sums:
             sums[key] = [sums[key][0] + loss.item(), sums[key][1] + 1]
 
         done = step + 1
-        last = done == train_cfg.steps
+        last = done == train_config.steps
         improved = False
         # Rows depend on the step only (not on where a call stopped), so a resumed run writes
         # the same metrics as an uninterrupted one.
-        if done % train_cfg.log_every == 0 or last:
+        if done % train_config.log_every == 0 or last:
             valid_nll = None
-            if done % train_cfg.valid_every == 0 or last:
-                valid_nll = evaluate(model, valid_path, max_pieces=train_cfg.valid_pieces)["nll"]
+            if done % train_config.valid_every == 0 or last:
+                valid_nll = evaluate(model, valid_path, max_pieces=train_config.valid_pieces)["nll"]
                 improved = best is None or valid_nll < best["valid_nll"]
                 if improved:
                     best = {"step": done, "valid_nll": valid_nll}
@@ -281,19 +221,19 @@ def train(
                     "valid_nll": valid_nll,
                 }
             )
-            log(f"step {done}/{train_cfg.steps} loss {rows[-1]['train_loss']:.4f}")
+            log(f"step {done}/{train_config.steps} loss {rows[-1]['train_loss']:.4f}")
             sums["window"] = [0.0, 0]
         if last:  # the closing epoch row goes into the last checkpoint with everything else
             rows.append(_epoch_row(done, epoch, tokens_per_step, sums["epoch"]))
         # A new best is checkpointed at once: its weights exist only now.
-        if done % train_cfg.checkpoint_every == 0 or done == end or improved:
+        if done % train_config.checkpoint_every == 0 or done == end or improved:
             extra = {"step": done, "epoch": epoch, "sums": sums, "best": best}
             _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last)
         if progress is not None:
-            progress(done / train_cfg.steps)
+            progress(done / train_config.steps)
 
     seconds = time.perf_counter() - started
-    finished = end == train_cfg.steps
+    finished = end == train_config.steps
     return {
         "run_dir": str(run_dir),
         "steps": end,
@@ -302,7 +242,7 @@ def train(
         "tokens_trained": end * tokens_per_step,
         "seconds": seconds,
         "tokens_per_s": (end - start) * tokens_per_step / seconds if seconds > 0 else 0.0,
-        "params": model.num_params(),
+        "parameters": model.num_parameters(),
         "device": str(device),
         "final_train_loss": next(
             (r["train_loss"] for r in reversed(rows) if r["kind"] == "step"), None
@@ -325,37 +265,18 @@ def _epoch_row(step: int, epoch: int, tokens_per_step: int, loss_sum: list) -> d
 
 
 def _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last) -> None:
-    """Write a checkpoint beside the run, commit it, then move it into place (module doc).
+    """Commit the checkpoint of a step (models.checkpoint.save_checkpoint) with the memory, the
+    metrics so far and the best weights.
 
     `improved`: these weights are the best so far, kept as best.safetensors too. `last`: the
     run ends here, and its model.safetensors becomes the best weights."""
-    pending = run_dir / PENDING_DIR
-    if pending.exists():
-        shutil.rmtree(pending)
-    save_model(pending, model, model.cfg)
-    if improved:
-        shutil.copyfile(pending / MODEL_FILE, pending / BEST_FILE)
-    elif last:  # the last step is always validated, so a best exists
-        shutil.copyfile(run_dir / BEST_FILE, pending / MODEL_FILE)
-    _save_memory(pending, mems)
-    _write_metrics(pending, rows)
-    save_train_state(pending, optimizer, extra)
-    files = sorted(p.name for p in pending.iterdir() if p.is_file())
-    write_json_atomic(pending / COMMIT_FILE, {"files": files, "step": extra["step"]})
-    finish_checkpoint(run_dir)
 
+    def write_more(pending: Path) -> None:
+        if improved:
+            shutil.copyfile(pending / MODEL_FILE, pending / BEST_FILE)
+        elif last:  # the last step is always validated, so a best exists
+            shutil.copyfile(run_dir / BEST_FILE, pending / MODEL_FILE)
+        _save_memory(pending, mems)
+        _write_metrics(pending, rows)
 
-def finish_checkpoint(run_dir: str | Path) -> None:
-    """Complete a committed checkpoint left in `run_dir/checkpoint.pending/` (move its files
-    over the run's), or discard one a kill cut short before its commit record."""
-    run_dir = Path(run_dir)
-    pending = run_dir / PENDING_DIR
-    if not pending.is_dir():
-        return
-    commit = pending / COMMIT_FILE
-    if commit.exists():
-        for name in json.loads(commit.read_text())["files"]:
-            if (pending / name).exists():  # moved already when a kill came mid-way
-                os.replace(pending / name, run_dir / name)
-        commit.unlink()
-    shutil.rmtree(pending)
+    save_checkpoint(run_dir, model, optimizer, extra, write_more=write_more)

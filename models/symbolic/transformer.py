@@ -23,62 +23,14 @@ learned absolute positions, no memory, no beat embedding (see `MusicConfig.vanil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.checkpoint import load_config, load_weights, pick_device
-
-
-@dataclass(frozen=True)
-class MusicConfig:
-    vocab_size: int
-    n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 256
-    d_ff: int = 1024
-    dropout: float = 0.0
-    seg_len: int = 256  # training segment length
-    mem_len: int = 256  # hidden states kept from earlier segments (0: no memory)
-    window: int = 0  # local attention window in tokens (0: all of memory + segment)
-    relative: bool = True  # XL relative attention; False: learned absolute positions
-    beat_embedding: bool = True
-    max_bar_steps: int = 64  # position-in-bar values above this are clamped
-    max_bars: int = 256  # bar indices above this are clamped
-
-    PRESETS: ClassVar[dict[str, dict[str, int | float]]] = {
-        "tiny": dict(n_layer=2, n_head=2, d_model=32, d_ff=64, seg_len=16, mem_len=16),
-        "quick": dict(n_layer=2, n_head=4, d_model=96, d_ff=256, seg_len=64, mem_len=64),
-        # Real training sized for a CPU: about 2.2k tokens/s on one AVX2 core. The large model
-        # runs at a quarter of that, which puts its step budget out of a CPU's reach.
-        "full": dict(
-            n_layer=4, n_head=6, d_model=192, d_ff=768, seg_len=128, mem_len=128, dropout=0.1
-        ),
-        # What `full` trains when a GPU is there.
-        "large": dict(
-            n_layer=6, n_head=8, d_model=256, d_ff=1024, seg_len=256, mem_len=256, dropout=0.1
-        ),
-    }
-
-    @classmethod
-    def preset(cls, name: str, vocab_size: int, **overrides: object) -> MusicConfig:
-        if name not in cls.PRESETS:
-            raise ValueError(f"unknown model preset {name!r}; choose from {sorted(cls.PRESETS)}")
-        return cls(vocab_size=vocab_size, **{**cls.PRESETS[name], **overrides})
-
-    def vanilla(self) -> MusicConfig:
-        """The same size without the three additions: the honest baseline."""
-        return replace(self, relative=False, mem_len=0, beat_embedding=False, window=0)
-
-    @property
-    def span(self) -> int:
-        """How many past tokens (including itself) a token can attend to."""
-        span = self.seg_len + self.mem_len
-        return min(span, self.window) if self.window else span
+from models.symbolic.config import MusicConfig
 
 
 def sinusoid(distances: torch.Tensor, dim: int) -> torch.Tensor:
@@ -107,17 +59,17 @@ def distance_matrix(q_len: int, k_len: int, device: torch.device) -> torch.Tenso
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: MusicConfig) -> None:
+    def __init__(self, config: MusicConfig) -> None:
         super().__init__()
-        self.n_head, self.d_head = cfg.n_head, cfg.d_model // cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
-        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.dropout = cfg.dropout
-        self.relative = cfg.relative
-        if cfg.relative:
-            self.r_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-            self.u = nn.Parameter(torch.zeros(cfg.n_head, self.d_head))
-            self.v = nn.Parameter(torch.zeros(cfg.n_head, self.d_head))
+        self.n_head, self.d_head = config.n_head, config.d_model // config.n_head
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=False)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.dropout = config.dropout
+        self.relative = config.relative
+        if config.relative:
+            self.r_proj = nn.Linear(config.d_model, config.d_model, bias=False)
+            self.u = nn.Parameter(torch.zeros(config.n_head, self.d_head))
+            self.v = nn.Parameter(torch.zeros(config.n_head, self.d_head))
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -165,27 +117,22 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: MusicConfig) -> None:
+    def __init__(self, config: MusicConfig) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.attn = Attention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ln1 = nn.LayerNorm(config.d_model)
+        self.attn = Attention(config)
+        self.ln2 = nn.LayerNorm(config.d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.Linear(config.d_model, config.d_ff),
             nn.GELU(),
-            nn.Linear(cfg.d_ff, cfg.d_model),
-            nn.Dropout(cfg.dropout),
+            nn.Linear(config.d_ff, config.d_model),
+            nn.Dropout(config.dropout),
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        past_k: torch.Tensor | None,
-        past_v: torch.Tensor | None,
-        r: torch.Tensor | None,
-        mask: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        a, k, v = self.attn(self.ln1(x), past_k, past_v, r, mask)
+    def forward(self, x: torch.Tensor, *attention: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """Attention, then the MLP, each on the normalized input and added to it. `attention`
+        (past_k, past_v, r, mask) and the returned keys and values are `Attention.forward`'s."""
+        a, k, v = self.attn(self.ln1(x), *attention)
         x = x + a
         return x + self.mlp(self.ln2(x)), k, v
 
@@ -211,20 +158,20 @@ class KVCache:
 
 
 class MusicTransformer(nn.Module):
-    def __init__(self, cfg: MusicConfig, generator: torch.Generator | None = None) -> None:
+    def __init__(self, config: MusicConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        if cfg.d_model % cfg.n_head:
-            raise ValueError(f"d_model {cfg.d_model} is not divisible by n_head {cfg.n_head}")
-        self.cfg = cfg
-        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        if cfg.beat_embedding:
-            self.pos_in_bar = nn.Embedding(cfg.max_bar_steps, cfg.d_model)
-            self.bar = nn.Embedding(cfg.max_bars, cfg.d_model)
-        if not cfg.relative:
-            self.abs_pos = nn.Embedding(cfg.seg_len, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        if config.d_model % config.n_head:
+            raise ValueError(f"d_model {config.d_model} is not divisible by n_head {config.n_head}")
+        self.config = config
+        self.tok = nn.Embedding(config.vocab_size, config.d_model)
+        if config.beat_embedding:
+            self.pos_in_bar = nn.Embedding(config.max_bar_steps, config.d_model)
+            self.bar = nn.Embedding(config.max_bars, config.d_model)
+        if not config.relative:
+            self.abs_pos = nn.Embedding(config.seg_len, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model)
         # Seeded through `generator` (not the process-global RNG), as in nanoGPT's init.
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
@@ -237,14 +184,14 @@ class MusicTransformer(nn.Module):
     ) -> torch.Tensor:
         """Input vectors; `start` is the absolute position of tokens[:, 0] (vanilla model only)."""
         x = self.tok(tokens)
-        if self.cfg.beat_embedding:
+        if self.config.beat_embedding:
             steps = bar_steps.clamp(min=1)
-            x = x + self.pos_in_bar((beats % steps).clamp(max=self.cfg.max_bar_steps - 1))
-            x = x + self.bar((beats // steps).clamp(max=self.cfg.max_bars - 1))
-        if not self.cfg.relative:
+            x = x + self.pos_in_bar((beats % steps).clamp(max=self.config.max_bar_steps - 1))
+            x = x + self.bar((beats // steps).clamp(max=self.config.max_bars - 1))
+        if not self.config.relative:
             positions = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-            if positions[-1] >= self.cfg.seg_len:
-                raise ValueError(f"the vanilla model sees at most {self.cfg.seg_len} positions")
+            if positions[-1] >= self.config.seg_len:
+                raise ValueError(f"the vanilla model sees at most {self.config.seg_len} positions")
             x = x + self.abs_pos(positions)
         return self.drop(x)
 
@@ -264,24 +211,24 @@ class MusicTransformer(nn.Module):
         t_len = tokens.shape[1]
         m_len = mems[0].shape[1] if mems else 0
         k_len = m_len + t_len
-        mask = attention_mask(t_len, k_len, self.cfg.window, tokens.device)
-        rel = sinusoid(torch.arange(k_len, device=tokens.device), self.cfg.d_model)
+        mask = attention_mask(t_len, k_len, self.config.window, tokens.device)
+        rel = sinusoid(torch.arange(k_len, device=tokens.device), self.config.d_model)
         new_mems = []
         for layer, block in enumerate(self.blocks):
-            if self.cfg.mem_len:
+            if self.config.mem_len:
                 seen = torch.cat([mems[layer], x], dim=1) if mems else x
-                new_mems.append(seen[:, -self.cfg.mem_len :].detach())
+                new_mems.append(seen[:, -self.config.mem_len :].detach())
             past_k = past_v = None
             if m_len:
                 # The memory is gradient-free: its keys and values are computed without a graph.
                 with torch.no_grad():
                     past_k, past_v = block.attn.keys_values(block.ln1(mems[layer]))
-            r = block.attn.project_rel(rel) if self.cfg.relative else None
+            r = block.attn.project_rel(rel) if self.config.relative else None
             x, _, _ = block(x, past_k, past_v, r, mask)
         return self.logits(x), new_mems
 
     def new_cache(self) -> KVCache:
-        return KVCache(self.cfg.n_layer, self.cfg.span)
+        return KVCache(self.config.n_layer, self.config.span)
 
     @torch.no_grad()
     def step(
@@ -295,13 +242,13 @@ class MusicTransformer(nn.Module):
         t_len = tokens.shape[1]
         past_len = cache.k[0].shape[2] if cache.k[0] is not None else 0
         k_len = past_len + t_len
-        mask = attention_mask(t_len, k_len, self.cfg.span, tokens.device)
-        if self.cfg.relative and (cache.r is None or cache.r[0].shape[0] < k_len):
-            distances = torch.arange(max(k_len, self.cfg.span), device=tokens.device)
-            rel = sinusoid(distances, self.cfg.d_model)
+        mask = attention_mask(t_len, k_len, self.config.span, tokens.device)
+        if self.config.relative and (cache.r is None or cache.r[0].shape[0] < k_len):
+            distances = torch.arange(max(k_len, self.config.span), device=tokens.device)
+            rel = sinusoid(distances, self.config.d_model)
             cache.r = [block.attn.project_rel(rel) for block in self.blocks]
         for layer, block in enumerate(self.blocks):
-            r = cache.r[layer] if self.cfg.relative else None
+            r = cache.r[layer] if self.config.relative else None
             x, k, v = block(x, cache.k[layer], cache.v[layer], r, mask)
             cache.keep(layer, k, v)
         cache.length += t_len
@@ -319,5 +266,5 @@ class MusicTransformer(nn.Module):
         load_weights(run_dir, model)
         return model.to(device or pick_device()).eval()
 
-    def num_params(self) -> int:
+    def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,71 @@
+"""The parameter fields every flow shares, defined once.
+
+Each flow takes one pydantic model (the Prefect UI renders it as a form, `flows.cli` as
+options). `FlowParams` holds what every flow, the pipeline included, takes: where outputs go,
+the profile, the seed and how tasks are spread. `CorpusParams` adds what the two domain flows
+take about their corpus, with one rule for the quick subset: the tiny and quick profiles take
+the first `QUICK_LIMIT` files (each domain's config module says how many) of a built-in
+corpus, while a corpus of the user's is read whole unless `--limit` says otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from flows.runners import TaskRunnerName
+
+Profile = Literal["tiny", "quick", "full"]
+
+
+class FlowParams(BaseModel):
+    data_dir: str = Field("data", description="Directory all outputs and caches go under")
+    profile: Profile = Field(
+        "quick",
+        description="tiny: the smallest models, seconds of training (tests, smoke runs); "
+        "quick: small models, minutes on 2 CPU cores; tiny and quick take the first files "
+        "(24) of a built-in corpus unless --limit says otherwise; full: every file, real "
+        "training",
+    )
+    seed: int = Field(0, description="Seed of splits, initialisation and sampling")
+    task_runner: TaskRunnerName = Field(
+        "threads", description="threads: a bounded pool; dask: a LocalCluster or dask_address"
+    )
+    workers: int = Field(2, ge=1, description="Threads, or Dask workers of the LocalCluster")
+    dask_address: str | None = Field(
+        None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
+    )
+
+
+class CorpusParams(FlowParams):
+    """A domain flow's corpus fields; subclasses name their built-in corpora."""
+
+    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset()
+    QUICK_LIMIT: ClassVar[int]
+
+    corpus: str = Field("bach", description="A built-in corpus name, or a path")
+    limit: int | None = Field(None, ge=1, description="Most files to use; none: all")
+    valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for valid")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for test")
+
+    def corpus_limit(self) -> int | None:
+        """`limit`, or the quick subset for a built-in corpus at the tiny and quick profiles."""
+        if self.limit is None and self.profile != "full" and self.corpus in self.BUILTIN_CORPORA:
+            return self.QUICK_LIMIT
+        return self.limit
+
+
+class CorpusResult(BaseModel):
+    """What a domain flow returns in both domains: where its data went, the manifest's counts,
+    the model run and its metrics; subclasses add their own counts and outputs."""
+
+    data_dir: str
+    manifest: str
+    n_files: int = 0
+    n_ok: int = 0
+    n_rejected: int = 0
+    n_duplicate: int = 0
+    reused: bool = False
+    run_dir: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)

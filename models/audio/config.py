@@ -1,0 +1,152 @@
+"""The audio model's configs and every preset and profile of them, in one place.
+
+A preset is a model size (`PRESETS`: tiny, quick, full, paper); a profile is what the user picks
+with `--profile` (`PROFILES`: the training settings of tiny, quick, full, and paper, which is what
+`full` becomes on a GPU). The evaluation and filter-mismatch tables say how much of the data each
+profile evaluates on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+# Files the tiny and quick profiles take from a built-in corpus when no limit is given.
+QUICK_LIMIT = 24
+
+
+@dataclass(frozen=True)
+class AudioUNetConfig:
+    widths: tuple[int, ...] = (128, 384, 512, 512)
+    kernels: tuple[int, ...] = (65, 33, 17, 9)
+    dropout: float = 0.5
+    ratio: int = 4
+    hr_rate: int = 16000
+    patch: int = 8192  # training patch length at the high rate (training sets it from the data)
+
+    def __post_init__(self) -> None:
+        # config.json holds lists; the config holds tuples, so a loaded one equals its preset.
+        object.__setattr__(self, "widths", tuple(self.widths))
+        object.__setattr__(self, "kernels", tuple(self.kernels))
+        if len(self.widths) != len(self.kernels) or not self.widths:
+            raise ValueError("widths and kernels must be non-empty and of equal length")
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ValueError(f"kernel lengths must be odd for 'same' padding: {self.kernels}")
+        if self.patch % self.multiple:
+            raise ValueError(f"patch {self.patch} is not a multiple of {self.multiple}")
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+    @property
+    def multiple(self) -> int:
+        """Input lengths must be multiples of this: every block and the bottleneck halve it."""
+        return 2 ** (self.depth + 1)
+
+
+PRESETS: dict[str, AudioUNetConfig] = {
+    # For tests: trains in seconds.
+    "tiny": AudioUNetConfig(widths=(8, 16), kernels=(9, 9), dropout=0.0),
+    # `--profile quick`: a couple of minutes on 2 CPU cores.
+    "quick": AudioUNetConfig(widths=(16, 32, 64), kernels=(33, 17, 9), dropout=0.0),
+    # `--profile full` on a CPU: the paper's depth at an eighth of its widths, its kernels halved
+    # (the 65-tap first layer alone cost 2.5x the time per step here), and no dropout (dropout
+    # costs ~2.7x on a CPU, and a model this small underfits rather than overfits).
+    "full": AudioUNetConfig(widths=(16, 32, 64, 64), kernels=(33, 17, 9, 9), dropout=0.0),
+    # The paper's widths and dropout: what `--profile full` trains on a GPU.
+    "paper": AudioUNetConfig(),
+}
+
+
+def preset(name: str, **overrides: Any) -> AudioUNetConfig:
+    """A model size from `PRESETS`, with fields overridden (e.g. ratio, hr_rate)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown AudioUNet preset {name!r}; choose from {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+@dataclass(frozen=True)
+class AudioTrainConfig:
+    preset: str = "quick"
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 3e-4  # the paper's Adam settings: lr 3e-4, betas (0.9, 0.999)
+    # Weight of the multi-resolution STFT term; 0 = MSE only. The STFT term is scale-free (about
+    # 1) while the MSE of music in [-1, 1] is about 1e-4, so useful weights are small (~1e-5).
+    stft_weight: float = 0.0
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 100
+    eval_split: str = "valid"
+    eval_patches: int = 64
+
+
+PROFILES: dict[str, AudioTrainConfig] = {
+    # For task and flow tests: seconds.
+    "tiny": AudioTrainConfig(
+        preset="tiny",
+        steps=30,
+        batch_size=4,
+        lr=3e-3,
+        log_every=10,
+        checkpoint_every=10,
+        eval_patches=8,
+    ),
+    # `--profile quick`: about two minutes on 2 CPU cores at patch 8192.
+    "quick": AudioTrainConfig(
+        preset="quick",
+        steps=100,
+        batch_size=8,
+        lr=3e-3,
+        log_every=20,
+        checkpoint_every=50,
+        eval_patches=16,
+    ),
+    "full": AudioTrainConfig(
+        preset="full",
+        steps=2000,
+        batch_size=8,
+        lr=1e-3,
+        log_every=100,
+        checkpoint_every=200,
+        eval_patches=64,
+    ),
+    # What `full` trains on a GPU: the paper's model with its Adam learning rate (1e-3 suits the
+    # small CPU model); 8200 steps of 32 patches are 12.7 epochs of the chorale renders, 16.7 min
+    # on one H100.
+    "paper": AudioTrainConfig(
+        preset="paper",
+        steps=8200,
+        batch_size=32,
+        lr=3e-4,
+        log_every=200,
+        checkpoint_every=1000,
+        eval_patches=64,
+    ),
+}
+
+
+def profile_config(profile: str, seed: int, **overrides: Any) -> AudioTrainConfig:
+    """The training config of a profile; `full` takes the paper's when a GPU is there (the only
+    place that upgrade is made)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+    if profile == "full" and torch.cuda.is_available():
+        profile = "paper"
+    return dataclasses.replace(PROFILES[profile], **{"seed": seed, **overrides})
+
+
+# Whole-file evaluation per profile: (most files, seconds of each file); None = all of it.
+EVAL_LIMITS: dict[str, tuple[int | None, float | None]] = {
+    "tiny": (2, 4.0),
+    "quick": (4, 20.0),
+    "full": (None, None),
+}
+# The filter-mismatch study trains one model per filter: a profile smaller than the run's, on
+# the first files of the train split (all of it would be one model's data five times over).
+MISMATCH_PROFILE = {"tiny": "tiny", "quick": "tiny", "full": "quick"}
+MISMATCH_FILES = {"tiny": 4, "quick": 8, "full": 40}
