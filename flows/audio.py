@@ -14,7 +14,6 @@ default). Each stage is self-contained, so any subset can run.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from prefect import flow
@@ -194,7 +193,6 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
 @flow(name="audio")
 def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
     """Audio super-resolution: a corpus to pairs, a U-Net, its metrics and super-resolved audio."""
-    out = Path(params.data_dir) / "audio"
     data_dir = params.data_dir
     stages = ["superres"] if params.input else params.stages
     result: dict[str, Any] = data_stage(params) if "data" in stages else {}
@@ -215,13 +213,8 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
             result["examples"] = superresolve_examples(data_dir, run_dir)
     if "mismatch" in stages:
         result["mismatch"] = filter_mismatch(data_dir, params.profile, params.seed)
-    return AudioResult(
-        data_dir=str(Path(data_dir).resolve()),
-        manifest=str(out / "manifest.parquet"),
-        files=str(out / "files.parquet"),
-        pairs_dir=str(out / "pairs"),
-        **result,
-    )
+    outputs = {"files": "files.parquet", "pairs_dir": "pairs"}
+    return AudioResult.under(data_dir, "audio", outputs, **result)
 
 
 def main() -> None:

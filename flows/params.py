@@ -10,7 +10,9 @@ corpus, while a corpus of the user's is read whole unless `--limit` says otherwi
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, Field
 
@@ -69,3 +71,12 @@ class CorpusResult(BaseModel):
     reused: bool = False
     run_dir: str = ""
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def under(cls, data_dir: str, domain: str, outputs: Mapping[str, str], **fields: Any) -> Self:
+        """The result with its paths filled in, absolute: the manifest and `outputs` (field ->
+        path relative to `data_dir/<domain>`)."""
+        root = Path(data_dir).resolve()
+        named = {"manifest": "manifest.parquet", **outputs}
+        paths = {field: str(root / domain / relative) for field, relative in named.items()}
+        return cls(data_dir=str(root), **paths, **fields)

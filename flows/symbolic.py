@@ -26,13 +26,13 @@ from flows.params import CorpusParams, CorpusResult
 from models.symbolic.config import QUICK_LIMIT
 from tasks.symbolic import discover_task, parse_task, split_task, tokenize_task, write_task
 from tasks.symbolic_model import (
-    evaluate_music_model,
-    generate_music,
+    evaluate_symbolic_model,
+    generate_continuation,
     jsb_benchmark,
     jsb_evaluate,
-    music_run_dir,
-    train_music_baseline,
-    train_music_model,
+    symbolic_run_dir,
+    train_symbolic_baseline,
+    train_symbolic_model,
 )
 
 Stage = Literal["data", "train", "evaluate", "generate"]
@@ -142,22 +142,21 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
     """Symbolic music: a corpus to tokens in all 12 keys, a Transformer-XL-style model and its
     baselines, their metrics, and a prompt continued as MIDI, audio and a piano roll."""
     data_dir = params.data_dir
-    out = Path(data_dir).resolve() / "symbolic"
     result: dict[str, Any] = data_stage(params) if "data" in params.stages else {}
     if "train" in params.stages:
-        result["run_dir"] = train_music_model(data_dir, params.profile, params.seed)["run_dir"]
-        train_music_baseline(data_dir, result["run_dir"], params.profile, params.seed)
+        result["run_dir"] = train_symbolic_model(data_dir, params.profile, params.seed)["run_dir"]
+        train_symbolic_baseline(data_dir, result["run_dir"], params.profile, params.seed)
     elif params.model:
-        named = music_run_dir(data_dir, params.model)
+        named = symbolic_run_dir(data_dir, params.model)
         result["run_dir"] = str(named if named.is_dir() else Path(params.model))
     else:
-        result["run_dir"] = str(music_run_dir(data_dir, f"{params.profile}-seed{params.seed}"))
+        result["run_dir"] = str(symbolic_run_dir(data_dir, f"{params.profile}-seed{params.seed}"))
     # A model given with --jsb and no training is scored on the JSB splits, not on data_dir's.
     score_on_jsb = bool(params.jsb) and params.model is not None and "train" not in params.stages
     if "evaluate" in params.stages and not score_on_jsb:
-        result["metrics"] = evaluate_music_model(data_dir, result["run_dir"])
+        result["metrics"] = evaluate_symbolic_model(data_dir, result["run_dir"])
     if "generate" in params.stages:
-        result["generated"] = generate_music(
+        result["generated"] = generate_continuation(
             data_dir,
             result["run_dir"],
             params.prompt,
@@ -175,14 +174,8 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
         result["jsb"] = jsb_benchmark(params.jsb, data_dir, params.profile, params.seed)
     headline = result.get("metrics") or result.get("jsb") or {}
     result |= {"valid_nll": headline.get("valid_nll"), "test_nll": headline.get("test_nll")}
-    return SymbolicResult(
-        data_dir=str(Path(data_dir).resolve()),
-        manifest=str(out / "manifest.parquet"),
-        notes=str(out / "notes.parquet"),
-        tokens_dir=str(out / "tokens"),
-        vocab=str(out / "vocab.json"),
-        **result,
-    )
+    outputs = {"notes": "notes.parquet", "tokens_dir": "tokens", "vocab": "vocab.json"}
+    return SymbolicResult.under(data_dir, "symbolic", outputs, **result)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ def symbolic_paths(data_dir: str) -> tuple[Path, Vocab]:
     return symbolic / "tokens", Vocab.from_json((symbolic / "vocab.json").read_text())
 
 
-def music_run_dir(data_dir: str, run_name: str) -> Path:
+def symbolic_run_dir(data_dir: str, run_name: str) -> Path:
     return Path(data_dir) / "models" / "music" / run_name
 
 
@@ -57,13 +57,13 @@ def _log_training(result: dict[str, Any]) -> None:
 
 
 @task(name="symbolic-train", cache_policy=NO_CACHE)
-def train_music_model(
+def train_symbolic_model(
     data_dir: str, profile: str, seed: int, run_name: str | None = None
 ) -> dict[str, Any]:
-    """Train the model (resuming a killed run); `train_music_baseline` trains its baseline."""
+    """Train the model (resuming a killed run); `train_symbolic_baseline` trains its baseline."""
     logger = get_run_logger()
     tokens_dir, vocab = symbolic_paths(data_dir)
-    run_dir = music_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
+    run_dir = symbolic_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
     model_config, train_config = profile_configs(profile, vocab.size, seed)
     # A run belongs to the tokens it was trained on: when the data stage has rebuilt them since
     # (a file added, a parameter changed), the old run (its baseline too) is trained afresh.
@@ -76,13 +76,13 @@ def train_music_model(
     result = train(run_dir, *splits, model_config, train_config, progress, logger.info)
     if result["finished"]:
         write_stamp(run_dir, data_key)
-    publish_training_table(f"music-train-{run_dir.name}", run_dir)
+    publish_training_table(f"symbolic-train-{run_dir.name}", run_dir)
     _log_training(result)
     return result
 
 
 @task(name="symbolic-train-baseline", cache_policy=NO_CACHE)
-def train_music_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -> dict[str, Any]:
+def train_symbolic_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -> dict[str, Any]:
     """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
     batch: the same token budget) into `run_dir/baselines/vanilla_transformer`."""
     tokens_dir, vocab = symbolic_paths(data_dir)
@@ -95,13 +95,13 @@ def train_music_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -
     result = train(
         baseline_dir, *splits, model_config.vanilla(), train_config, progress, logger.info
     )
-    publish_training_table(f"music-train-{Path(run_dir).name}-vanilla", baseline_dir)
+    publish_training_table(f"symbolic-train-{Path(run_dir).name}-vanilla", baseline_dir)
     _log_training(result)
     return result
 
 
 @task(name="symbolic-evaluate", cache_policy=NO_CACHE)
-def evaluate_music_model(data_dir: str, run_dir: str) -> dict[str, Any]:
+def evaluate_symbolic_model(data_dir: str, run_dir: str) -> dict[str, Any]:
     """Valid/test NLL, perplexity and accuracy of the model and both baselines (metrics.json)."""
     tokens_dir, _ = symbolic_paths(data_dir)
     metrics = evaluate_run(run_dir, tokens_dir)
@@ -109,13 +109,13 @@ def evaluate_music_model(data_dir: str, run_dir: str) -> dict[str, Any]:
         {"model": name, **scalars(scores)} for name, scores in metrics["baselines"].items()
     ]
     publish_table(
-        f"music-eval-{Path(run_dir).name}",
+        f"symbolic-evaluate-{Path(run_dir).name}",
         rows,
         description="NLL per token (nats), perplexity and next-token accuracy; same splits",
     )
     by_key = {"music_transformer": metrics, **metrics["baselines"]}
     publish_table(
-        f"music-eval-by-transpose-{Path(run_dir).name}",
+        f"symbolic-evaluate-by-transpose-{Path(run_dir).name}",
         [
             {
                 "transpose": int(key),
@@ -137,7 +137,7 @@ def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(name="symbolic-generate", cache_policy=NO_CACHE)
-def generate_music(
+def generate_continuation(
     data_dir: str,
     run_dir: str,
     prompt: str = "pachelbel",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from music_corpus import VOCAB, write_symbolic
+from symbolic_corpus import VOCAB, write_symbolic
 
 from models.symbolic.config import profile_configs
 from models.symbolic.run import METRICS_JSON, evaluate_run, train_with_baseline

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from music_corpus import VOCAB, write_symbolic
+from symbolic_corpus import VOCAB, write_symbolic
 
 from datasets.symbolic.midi import read_midi, write_midi
 from datasets.symbolic.tokenizer import decode

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from music_corpus import VOCAB, write_symbolic
+from symbolic_corpus import VOCAB, write_symbolic
 
 from models import checkpoint
 from models.symbolic.config import PROFILES, MusicConfig, TrainConfig

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import soundfile
 import torch
-from music_corpus import write_symbolic
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from symbolic_corpus import write_symbolic
 
 from tasks.symbolic_model import (
-    evaluate_music_model,
-    generate_music,
-    train_music_baseline,
-    train_music_model,
+    evaluate_symbolic_model,
+    generate_continuation,
+    train_symbolic_baseline,
+    train_symbolic_model,
 )
 
 torch.set_num_threads(1)
@@ -24,10 +24,10 @@ torch.set_num_threads(1)
 
 @flow
 def tiny_music_flow(data_dir: str) -> dict:
-    trained = train_music_model(data_dir, "tiny", 0)
-    baseline = train_music_baseline(data_dir, trained["run_dir"], "tiny", 0)
-    metrics = evaluate_music_model(data_dir, trained["run_dir"])
-    outputs = generate_music(
+    trained = train_symbolic_model(data_dir, "tiny", 0)
+    baseline = train_symbolic_baseline(data_dir, trained["run_dir"], "tiny", 0)
+    metrics = evaluate_symbolic_model(data_dir, trained["run_dir"])
+    outputs = generate_continuation(
         data_dir, trained["run_dir"], "pachelbel", prompt_bars=2, length=40, top_k=20, seed=1
     )
     return {"trained": trained, "baseline": baseline, "metrics": metrics, "outputs": outputs}
