@@ -40,12 +40,13 @@ Stage = Literal["data", "train", "evaluate", "generate"]
 
 class SymbolicParams(CorpusParams):
     QUICK_LIMIT: ClassVar[int] = QUICK_LIMIT
-    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset({"bach"})
+    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset({"bach", "music21"})
 
     corpus: str = Field(
         "bach",
-        description="'bach' (music21's chorales), a directory of MIDI/score files, "
-        "or a JSB .json file (keeps its own split)",
+        description="'bach' (music21's chorales), 'music21' (every work music21 ships: "
+        "chorales, Renaissance to Classical works, thousands of folk tunes), a directory of "
+        "MIDI/score files, or a JSB .json file (keeps its own split)",
     )
     stages: list[Stage] = Field(
         default_factory=lambda: ["data", "train", "evaluate", "generate"],

@@ -19,7 +19,9 @@ from datasets.symbolic.corpus import (
     discover_files,
     export_bach_midi,
     jsb_note_tables,
+    music21_corpus_files,
     read_piece,
+    read_pieces,
     voice_notes,
 )
 from datasets.symbolic.midi import read_midi, write_midi
@@ -125,9 +127,34 @@ def test_unreadable_scores_are_rejected_with_reasons(tmp_path, name, content, re
         read_piece(path)
 
 
-def test_opus_files_are_rejected():
+def test_an_opus_is_one_piece_per_score():
+    """An abc file of many folk tunes: each tune a piece of its own, named by its number; the
+    single-table reader still refuses it rather than merge the tunes."""
+    book = MUSIC21_CORPUS / "airdsAirs" / "book4.abc"
+    pieces = read_pieces(book)
+    names = [name for name, _ in pieces]
+    assert len(pieces) > 10
+    assert len(set(names)) == len(names)
+    assert all(name for name in names)
+    assert all(len(notes) > 0 for _, notes in pieces)
     with pytest.raises(RejectedInput, match="opus"):
-        read_piece(MUSIC21_CORPUS / "airdsAirs" / "book4.abc")
+        read_piece(book)
+
+
+def test_a_single_score_is_one_unnamed_piece(chorale_sample):
+    ((name, notes),) = read_pieces(chorale_sample[0])
+    assert name == ""
+    assert notes.equals(read_piece(chorale_sample[0]))
+
+
+def test_the_music21_corpus_spans_composers_and_formats():
+    root, every = music21_corpus_files()
+    assert len(every) > 2500
+    assert {p.suffix for p in every} >= {".krn", ".abc", ".mxl"}
+    root, some = music21_corpus_files(limit=24)
+    assert len(some) == 24
+    assert len({p.relative_to(root).parts[0] for p in some}) >= 4  # Bach, Palestrina, folk, ...
+    assert {p.suffix for p in some} >= {".krn", ".abc", ".mxl"}
 
 
 def test_max_notes_rejects_big_files(chorale_sample):

@@ -40,19 +40,19 @@ def test_parse_is_cached_by_content(entries, tmp_path):
 
 
 def test_an_unexpected_reader_failure_rejects_only_that_file(entries, tmp_path, monkeypatch):
-    real = parse.read_piece
+    real = parse.read_pieces
 
     def flaky(path, max_notes=None):
         if Path(path).name == "test01.mid":
             raise MemoryError("simulated")
         return real(path, max_notes)
 
-    monkeypatch.setattr(parse, "read_piece", flaky)
+    monkeypatch.setattr(parse, "read_pieces", flaky)
     records = [parse.parse_entry(e, tmp_path / "cache", None) for e in entries]
     assert records[0]["status"] == "rejected"
     assert "MemoryError: simulated" in records[0]["reason"]
     assert records[1]["status"] == "ok"
-    monkeypatch.setattr(parse, "read_piece", real)  # the failure was not cached
+    monkeypatch.setattr(parse, "read_pieces", real)  # the failure was not cached
     assert parse.parse_entry(entries[0], tmp_path / "cache", None)["status"] == "ok"
 
 

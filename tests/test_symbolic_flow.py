@@ -147,3 +147,23 @@ def test_flow_on_a_jsb_file_keeps_its_split(prefect_harness, tmp_path):
     valid = pd.read_parquet(tmp_path / "data" / "symbolic" / "tokens" / "valid.parquet")
     assert sorted(valid["piece_id"].unique()) == ["jsb.json:valid/0000", "jsb.json:valid/0001"]
     assert (valid["bar_steps"] == 16).all()
+
+
+@pytest.mark.slow  # minutes: music21 parses abc collections of hundreds of tunes slowly
+def test_the_music21_corpus_splits_by_work(prefect_harness, tmp_path):
+    """`--corpus music21` at the quick profile: a spread of music21's works, every file in the
+    manifest, every tune of an abc collection a piece of its own, all 12 keys of a piece in one
+    split."""
+    params = SymbolicParams(
+        data_dir=str(tmp_path / "data"), corpus="music21", stages=["data"], limit=8
+    )
+    result = symbolic_flow(params)
+    assert result.n_files == 8
+    assert result.n_ok + result.n_rejected == 8
+    assert result.n_pieces > result.n_ok  # abc files hold many tunes each
+    tokens = pd.concat(
+        pd.read_parquet(tmp_path / "data" / "symbolic" / "tokens" / f"{s}.parquet")
+        for s in ("train", "valid", "test")
+    )
+    assert (tokens.groupby("piece_id")["split"].nunique() == 1).all()
+    assert tokens["piece_id"].str.contains(".abc:").any()

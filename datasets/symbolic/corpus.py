@@ -18,7 +18,7 @@ from datasets.io import RejectedInput
 from datasets.symbolic.jsb import REST, load_jsb
 from datasets.symbolic.midi import MIDI_SUFFIXES, read_midi, write_midi
 from datasets.symbolic.notes import DEFAULT_TEMPO, DEFAULT_VELOCITY, check_notes, note_table
-from datasets.symbolic.scores import SCORE_SUFFIXES, notes_from_stream, read_score
+from datasets.symbolic.scores import SCORE_SUFFIXES, notes_from_stream, read_score, read_scores
 
 CORPUS_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES
 JSB_STEPS_PER_BEAT = 4  # Coconet's JSB grid is 16th notes
@@ -40,6 +40,27 @@ def discover_files(root: str | os.PathLike[str]) -> list[Path]:
             if not name.startswith(".") and Path(name).suffix.lower() in CORPUS_SUFFIXES:
                 found.append(Path(directory) / name)
     return sorted(found)
+
+
+def read_pieces(
+    path: str | os.PathLike[str], max_notes: int | None = None
+) -> list[tuple[str, pd.DataFrame]]:
+    """Every piece of a corpus file as (piece, checked note table): ("", table) for a MIDI file
+    or a single score, one per score of an opus. Scores without notes are left out; a file
+    left with none is rejected."""
+    path = Path(path)
+    if path.suffix.lower() not in SCORE_SUFFIXES:
+        return [("", read_piece(path, max_notes))]
+    pieces = read_scores(path)
+    if len(pieces) == 1:
+        return [(pieces[0][0], check_notes(pieces[0][1], path, max_notes))]
+    kept = [(name, notes) for name, notes in pieces if len(notes)]
+    if not kept:
+        raise RejectedInput(path, f"none of its {len(pieces)} scores has notes")
+    total = sum(len(notes) for _, notes in kept)
+    if max_notes is not None and total > max_notes:
+        raise RejectedInput(path, f"has {total} notes, over the limit max_notes={max_notes}")
+    return [(name, check_notes(notes, f"{path} piece {name}")) for name, notes in kept]
 
 
 def read_piece(path: str | os.PathLike[str], max_notes: int | None = None) -> pd.DataFrame:
@@ -134,23 +155,42 @@ def jsb_note_tables(path: str | os.PathLike[str]) -> list[tuple[str, str, pd.Dat
     return pieces
 
 
+def music21_corpus_files(limit: int | None = None) -> tuple[Path, list[Path]]:
+    """(root, files) of every work music21 ships that we can read (MusicXML, kern, abc: Bach,
+    Palestrina, Monteverdi, Renaissance to Classical works, thousands of folk tunes in abc
+    files of many tunes each). `limit` takes that many files spread evenly over the sorted
+    list, so a small subset still spans composers and formats."""
+    from music21 import corpus as music21_corpus
+
+    paths = sorted(
+        Path(p) for p in music21_corpus.getCorePaths() if Path(p).suffix.lower() in CORPUS_SUFFIXES
+    )
+    root = Path(os.path.commonpath(paths))
+    if limit is not None and len(paths) > limit:
+        paths = [paths[i * len(paths) // limit] for i in range(limit)]
+    return root, paths
+
+
 def corpus_files(
     corpus: str, data_dir: str | os.PathLike[str], limit: int | None = None
 ) -> tuple[Path, list[Path]]:
-    """(root, files) of a corpus: `bach`, a directory, or a JSB .json file.
+    """(root, files) of a corpus: `bach`, `music21`, a directory, or a JSB .json file.
 
-    `limit` keeps the first chorales of `bach`. A directory is listed whole (files beyond a
-    limit are rejected in the manifest, not left out); a JSB file is one file, so its limit
-    applies to pieces later.
+    `limit` keeps the first chorales of `bach` and an even spread of `music21`. A directory
+    is listed whole (files beyond a limit are rejected in the manifest, not left out); a JSB
+    file is one file, so its limit applies to pieces later.
     """
     if corpus == "bach":
         root = Path(data_dir) / "corpora" / "bach"
         return root, sorted(export_bach_midi(root, limit))
+    if corpus == "music21":
+        return music21_corpus_files(limit)
     path = Path(corpus)
     if path.is_dir():
         return path, discover_files(path)
     if path.is_file() and path.suffix.lower() == ".json":
         return path.parent, [path]
     raise ValueError(
-        f"corpus {corpus!r} is neither 'bach', an existing directory, nor a JSB .json file"
+        f"corpus {corpus!r} is neither 'bach', 'music21', an existing directory, "
+        "nor a JSB .json file"
     )

@@ -31,7 +31,7 @@ from datasets.io import (
     write_json_atomic,
     write_parquet_atomic,
 )
-from datasets.symbolic.corpus import jsb_note_tables, read_piece
+from datasets.symbolic.corpus import jsb_note_tables, read_pieces
 
 JSB_SUFFIX = ".json"
 PIECE_SEPARATOR = ":"  # piece id of one piece inside a multi-piece file: "<path>:<piece>"
@@ -56,7 +56,10 @@ def _read_pieces(file: Path, max_notes: int | None) -> pd.DataFrame:
             for piece, split, notes in jsb_note_tables(file)
         ]
         return pd.concat(tables, ignore_index=True)
-    return read_piece(file, max_notes).assign(piece="", fixed_split="")
+    tables = [
+        notes.assign(piece=piece, fixed_split="") for piece, notes in read_pieces(file, max_notes)
+    ]
+    return pd.concat(tables, ignore_index=True)
 
 
 def piece_id(path: str, piece: str) -> str:

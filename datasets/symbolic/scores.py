@@ -114,9 +114,9 @@ def check_mxl(path: Path, max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES) 
         )
 
 
-def read_score(
+def parse_score(
     path: str | os.PathLike[str], max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
-) -> pd.DataFrame:
+) -> stream.Stream:
     """Parse a score file with music21; raises RejectedInput when music21 cannot read it."""
     path = Path(path)
     if path.stat().st_size == 0:
@@ -124,9 +124,33 @@ def read_score(
     if path.suffix.lower() == ".mxl":
         check_mxl(path, max_uncompressed_bytes)
     try:
-        score = converter.parse(path)
+        return converter.parse(path)
     except Exception as exc:  # music21 raises many unrelated types for unreadable input
         raise RejectedInput(
             path, f"music21 cannot read it as {path.suffix}: {type(exc).__name__}: {exc}"
         ) from exc
-    return notes_from_stream(score, path)
+
+
+def read_score(
+    path: str | os.PathLike[str], max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
+) -> pd.DataFrame:
+    """One score file as a note table; an opus (several scores in one file) is refused."""
+    return notes_from_stream(parse_score(path, max_uncompressed_bytes), path)
+
+
+def read_scores(
+    path: str | os.PathLike[str], max_uncompressed_bytes: int = MAX_UNCOMPRESSED_BYTES
+) -> list[tuple[str, pd.DataFrame]]:
+    """Every score of a file as (piece, note table): one ("", table) for a single score; for
+    an opus (an abc file of many folk tunes, say), one piece per score, named by its number in
+    the file (or its position when it has none), each a work of its own."""
+    parsed = parse_score(path, max_uncompressed_bytes)
+    if not isinstance(parsed, stream.Opus):
+        return [("", notes_from_stream(parsed, path))]
+    pieces: dict[str, pd.DataFrame] = {}
+    for index, score in enumerate(parsed.scores, start=1):
+        number = score.metadata.number if score.metadata is not None else None
+        name = str(number or index)
+        name = name if name not in pieces else f"{name}-{index}"  # two tunes of one number
+        pieces[name] = notes_from_stream(score, f"{path} piece {name}")
+    return list(pieces.items())
