@@ -195,7 +195,9 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{significant(value):g}"
+        rounded = significant(value)
+        # Trailing zeros kept (12.0, not 12): every number shows its 3 significant digits.
+        return f"{rounded:.0f}" if abs(rounded) >= 1000 else f"{rounded:#.3g}"
     return str(value).replace("|", "\\|")
 
 

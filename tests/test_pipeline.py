@@ -117,6 +117,11 @@ def test_significant_digits():
     assert significant(-1234.5) == -1230
     assert significant(0.99951) == 1.0
     assert significant(0.0) == 0.0
+    # A table shows all three digits, trailing zeros included.
+    text = report_markdown(
+        "t", Path("d"), {}, {"audio": [{"model": "m", "SNR": 11.955}]}, *[[]] * 4
+    )
+    assert "| m | 12.0 |" in text
 
 
 def write_evaluated_results(data_dir: Path) -> dict:
