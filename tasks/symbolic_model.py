@@ -19,7 +19,7 @@ from datasets.audio.render import render_midi_to_wav
 from datasets.io import sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from datasets.symbolic.tokenizer import Vocab
-from models.symbolic.config import profile_configs
+from models.symbolic.config import MusicConfig, TrainConfig, profile_configs
 from models.symbolic.generate import generate
 from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark, score_jsb_model
 from models.symbolic.run import VANILLA_DIR, evaluate_run
@@ -45,8 +45,23 @@ def publish_training_table(key: str, run_dir: Path) -> None:
     publish_table(key, rows[::stride], description=f"training metrics of {run_dir}")
 
 
-def _log_training(result: dict[str, Any]) -> None:
-    get_run_logger().info(
+def _train_and_publish(
+    data_dir: str,
+    run_dir: Path,
+    label: str,
+    model_config: MusicConfig,
+    train_config: TrainConfig,
+) -> dict[str, Any]:
+    """Train (or resume) one run on the tokens of `data_dir` with a progress artifact; then
+    its training table and a log line. `label` names the artifacts."""
+    tokens_dir = Path(data_dir) / "symbolic" / "tokens"
+    splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
+    logger = get_run_logger()
+    logger.info("training %s: %s, %s", run_dir, model_config, train_config)
+    progress = Progress(f"train-{label}")
+    result = train(run_dir, *splits, model_config, train_config, progress, logger.info)
+    publish_training_table(f"symbolic-train-{label}", run_dir)
+    logger.info(
         "trained %d steps (%d tokens) in %.0f s at %.0f tokens/s on %s",
         result["steps"],
         result["tokens_trained"],
@@ -54,6 +69,7 @@ def _log_training(result: dict[str, Any]) -> None:
         result["tokens_per_s"],
         result["device"],
     )
+    return result
 
 
 @task(name="symbolic-train", cache_policy=NO_CACHE)
@@ -61,7 +77,6 @@ def train_symbolic_model(
     data_dir: str, profile: str, seed: int, run_name: str | None = None
 ) -> dict[str, Any]:
     """Train the model (resuming a killed run); `train_symbolic_baseline` trains its baseline."""
-    logger = get_run_logger()
     tokens_dir, vocab = symbolic_paths(data_dir)
     run_dir = symbolic_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
     model_config, train_config = profile_configs(profile, vocab.size, seed)
@@ -70,14 +85,9 @@ def train_symbolic_model(
     configs = [dataclasses.asdict(model_config), dataclasses.asdict(train_config)]
     data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
     reuse_stamp(run_dir, data_key, clear_stale=True)
-    logger.info("training %s: %s, %s", run_dir, model_config, train_config)
-    splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
-    progress = Progress(f"train-{run_dir.name}")
-    result = train(run_dir, *splits, model_config, train_config, progress, logger.info)
+    result = _train_and_publish(data_dir, run_dir, run_dir.name, model_config, train_config)
     if result["finished"]:
         write_stamp(run_dir, data_key)
-    publish_training_table(f"symbolic-train-{run_dir.name}", run_dir)
-    _log_training(result)
     return result
 
 
@@ -85,19 +95,11 @@ def train_symbolic_model(
 def train_symbolic_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -> dict[str, Any]:
     """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
     batch: the same token budget) into `run_dir/baselines/vanilla_transformer`."""
-    tokens_dir, vocab = symbolic_paths(data_dir)
+    _, vocab = symbolic_paths(data_dir)
     model_config, train_config = profile_configs(profile, vocab.size, seed)
-    baseline_dir = Path(run_dir) / VANILLA_DIR
-    splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
-    progress = Progress(f"train-{Path(run_dir).name}-vanilla")
-    logger = get_run_logger()
-    logger.info("training the vanilla baseline %s", baseline_dir)
-    result = train(
-        baseline_dir, *splits, model_config.vanilla(), train_config, progress, logger.info
-    )
-    publish_training_table(f"symbolic-train-{Path(run_dir).name}-vanilla", baseline_dir)
-    _log_training(result)
-    return result
+    label = f"{Path(run_dir).name}-vanilla"
+    vanilla = model_config.vanilla()
+    return _train_and_publish(data_dir, Path(run_dir) / VANILLA_DIR, label, vanilla, train_config)
 
 
 @task(name="symbolic-evaluate", cache_policy=NO_CACHE)

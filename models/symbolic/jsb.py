@@ -32,6 +32,7 @@ from datasets.symbolic.jsb import (
     JSB_BAR_STEPS,
     JSB_VOCAB_SIZE,
     REST,
+    SPLITS,
     fitting_transpositions,
     load_jsb,
     serialize_chorale,
@@ -55,17 +56,21 @@ PUBLISHED = {
 
 
 def write_jsb_tokens(
-    jsb_path: str | Path, tokens_dir: str | Path, transpose: bool = False
+    jsb_path: str | Path,
+    tokens_dir: str | Path,
+    transpose: bool = False,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, int]:
-    """Serialized chorales as tokens Parquet files (the symbolic data stage's schema; a note
-    there is one sounding voice at one 16th step here); returns rows per split. With
-    `transpose`, each training chorale also appears in every other key its four voices can sing
-    (`fitting_transpositions` within the training split's voice ranges); valid and test stay
-    as given."""
+    """Serialized chorales of `splits` as tokens Parquet files (the symbolic data stage's
+    schema; a note there is one sounding voice at one 16th step here); returns rows per split.
+    With `transpose`, each training chorale also appears in every other key its four voices can
+    sing (`fitting_transpositions` within the training split's voice ranges); valid and test
+    stay as given."""
     counts = {}
     chorales_by_split = load_jsb(jsb_path)
     ranges = voice_ranges(chorales_by_split["train"])
-    for split, chorales in chorales_by_split.items():
+    for split in splits:
+        chorales = chorales_by_split[split]
         rows = []
         for index, chorale in enumerate(chorales):
             augment = transpose and split == "train"
@@ -96,7 +101,7 @@ def score_jsb_model(
 ) -> dict[str, Any]:
     """A saved model (no training) scored on Coconet's valid and test chorales, in the unit of
     the published figures: mean NLL in nats per token after bos, each chorale on its own."""
-    write_jsb_tokens(jsb_path, tokens_dir)
+    write_jsb_tokens(jsb_path, tokens_dir, splits=("valid", "test"))
     model = MusicTransformer.load(run_dir)
     if model.config.vocab_size != JSB_VOCAB_SIZE:
         raise ValueError(
