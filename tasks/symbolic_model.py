@@ -16,13 +16,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from datasets.audio.render import render_midi_to_wav
-from datasets.io import sha256_json
+from datasets.io import sha256_json, write_bytes_atomic
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
-from datasets.symbolic.tokenizer import Vocab
+from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from models.symbolic.config import MusicConfig, TrainConfig, profile_configs
 from models.symbolic.generate import generate
-from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark, score_jsb_model
-from models.symbolic.run import VANILLA_DIR, evaluate_run
+from models.symbolic.jsb import PUBLISHED, JsbRecipe, run_jsb_benchmark, score_jsb_model
+from models.symbolic.musicality_study import study_rows
+from models.symbolic.run import METRICS_JSON, MUSICALITY_PNG, VANILLA_DIR, evaluate_run
 from models.symbolic.train import METRICS_PARQUET, train
 from tasks.common import Progress, publish_table
 
@@ -32,7 +33,16 @@ MAX_TABLE_ROWS = 60
 
 def symbolic_paths(data_dir: str) -> tuple[Path, Vocab]:
     symbolic = Path(data_dir) / "symbolic"
-    return symbolic / "tokens", Vocab.from_json((symbolic / "vocab.json").read_text())
+    return symbolic / "tokens", Vocab.from_json((symbolic / VOCAB_FILE).read_text())
+
+
+def model_vocab(run_dir: str | Path, data_dir: str) -> Vocab:
+    """The vocabulary a model was trained with: its own directory's vocab.json (a pretrained
+    or exported model carries one), else the data directory's."""
+    own = Path(run_dir) / VOCAB_FILE
+    if own.is_file():
+        return Vocab.from_json(own.read_text())
+    return symbolic_paths(data_dir)[1]
 
 
 def symbolic_run_dir(data_dir: str, run_name: str) -> Path:
@@ -85,6 +95,8 @@ def train_symbolic_model(
     configs = [dataclasses.asdict(model_config), dataclasses.asdict(train_config)]
     data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
     reuse_stamp(run_dir, data_key, clear_stale=True)
+    # The run carries its vocabulary, so `--model` on it needs nothing else to generate.
+    write_bytes_atomic(run_dir / VOCAB_FILE, vocab.to_json().encode())
     result = _train_and_publish(data_dir, run_dir, run_dir.name, model_config, train_config)
     if result["finished"]:
         write_stamp(run_dir, data_key)
@@ -104,9 +116,11 @@ def train_symbolic_baseline(data_dir: str, run_dir: str, profile: str, seed: int
 
 @task(name="symbolic-evaluate", cache_policy=NO_CACHE)
 def evaluate_symbolic_model(data_dir: str, run_dir: str) -> dict[str, Any]:
-    """Valid/test NLL, perplexity and accuracy of the model and both baselines (metrics.json)."""
+    """Valid/test NLL, perplexity and accuracy of the model and both baselines, and the
+    musicality of their continuations of held-out test prompts beside the real ones
+    (metrics.json, table artifacts, musicality.png)."""
     tokens_dir, _ = symbolic_paths(data_dir)
-    metrics = evaluate_run(run_dir, tokens_dir)
+    metrics = evaluate_run(run_dir, tokens_dir, vocab=model_vocab(run_dir, data_dir))
     rows = [{"model": "music_transformer", **scalars(metrics)}] + [
         {"model": name, **scalars(scores)} for name, scores in metrics["baselines"].items()
     ]
@@ -127,10 +141,24 @@ def evaluate_symbolic_model(data_dir: str, run_dir: str) -> dict[str, Any]:
         ],
         description="test NLL per token by transposition (semitones), model and baselines",
     )
+    study = metrics["musicality"]
+    outputs = {"run_dir": run_dir, "metrics": str(Path(run_dir) / METRICS_JSON)}
+    if study["n_prompts"]:
+        publish_table(
+            f"symbolic-musicality-study-{Path(run_dir).name}",
+            study_rows(study),
+            description=f"MusPy's figures of continuations of {study['n_prompts']} held-out "
+            "test prompts: the real continuation, the model and its baselines (means)",
+        )
+        outputs["musicality_png"] = str(Path(run_dir) / MUSICALITY_PNG)
     get_run_logger().info(
-        "test NLL %.4f, accuracy %.4f", metrics["test_nll"], metrics["test_accuracy"]
+        "test NLL %.4f, accuracy %.4f; continuations of %d held-out prompts in their key: %s",
+        metrics["test_nll"],
+        metrics["test_accuracy"],
+        study["n_prompts"],
+        {s: f["in_prompt_key"] for s, f in study["sources"].items()},
     )
-    return {"run_dir": run_dir, "metrics": str(Path(run_dir) / "metrics.json"), **scalars(metrics)}
+    return {**outputs, **scalars(metrics)}
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -150,12 +178,14 @@ def generate_continuation(
     top_p: float = 0.95,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Continue a prompt ("pachelbel", a MIDI path or a piece id); .mid, .wav, .png in reports/."""
-    tokens_dir, vocab = symbolic_paths(data_dir)
+    """Continue a prompt ("pachelbel", a MIDI path or a piece id); .mid, .wav, .png in reports/.
+    A model directory with its own vocab.json (a pretrained one) needs nothing else from
+    `data_dir` unless the prompt is a piece id of its tokens."""
+    tokens_dir = Path(data_dir) / "symbolic" / "tokens"
     outputs = generate(
         run_dir,
-        vocab,
-        tokens_dir,
+        model_vocab(run_dir, data_dir),
+        tokens_dir if tokens_dir.is_dir() else None,
         Path(data_dir) / "reports",
         prompt=prompt,
         prompt_bars=prompt_bars,
@@ -194,12 +224,19 @@ def generate_continuation(
 
 
 @task(name="symbolic-jsb-benchmark", cache_policy=NO_CACHE)
-def jsb_benchmark(jsb_path: str, data_dir: str, profile: str, seed: int) -> dict[str, Any]:
-    """Train and score on Coconet's JSB split; valid NLL per token beside the published ones."""
-    out_dir = Path(data_dir) / "models" / "jsb" / f"{profile}-seed{seed}"
+def jsb_benchmark(
+    jsb_path: str, data_dir: str, profile: str, seed: int, recipe: JsbRecipe | None = None
+) -> dict[str, Any]:
+    """Train and score on Coconet's JSB split; valid NLL per token beside the published ones.
+    `recipe` (the shipped model's: transposed training chorales, dropout, steps) names its run
+    `<recipe.name>-seed<seed>`; without one the profile's settings train `<profile>-seed<seed>`."""
+    run_name = f"{recipe.name if recipe else profile}-seed{seed}"
+    out_dir = Path(data_dir) / "models" / "jsb" / run_name
     logger = get_run_logger()
+    options = dataclasses.asdict(recipe) if recipe else {}
+    options.pop("name", None)
     result = run_jsb_benchmark(
-        jsb_path, out_dir, profile, seed, Progress(f"jsb-{profile}-seed{seed}"), logger.info
+        jsb_path, out_dir, profile, seed, Progress(f"jsb-{run_name}"), logger.info, **options
     )
     rows = [
         {
@@ -216,7 +253,7 @@ def jsb_benchmark(jsb_path: str, data_dir: str, profile: str, seed: int) -> dict
             for name, nll in PUBLISHED.items()
         ),
     ]
-    publish_table(f"jsb-{profile}-seed{seed}", rows, description="JSB valid NLL per token")
+    publish_table(f"jsb-{run_name}", rows, description="JSB valid NLL per token")
     logger.info("JSB valid NLL %.4f (published: %s)", result["valid_nll"], PUBLISHED)
     return result
 

@@ -10,7 +10,8 @@ import torch
 from symbolic_corpus import VOCAB, write_symbolic
 
 from models.symbolic.config import profile_configs
-from models.symbolic.run import METRICS_JSON, evaluate_run, train_with_baseline
+from models.symbolic.musicality_study import SOURCES, StudyConfig, study_rows
+from models.symbolic.run import METRICS_JSON, MUSICALITY_PNG, evaluate_run, train_with_baseline
 from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
@@ -60,3 +61,35 @@ def test_metrics_hold_the_model_and_both_baselines(run):
     before = (run_dir / METRICS_JSON).read_bytes()
     evaluate_run(run_dir, tokens_dir)
     assert (run_dir / METRICS_JSON).read_bytes() == before  # same inputs, same bytes
+
+
+SHORT_STUDY = StudyConfig(n_prompts=2, prompt_bars=2, continuation_bars=3)
+
+
+def test_the_musicality_study_holds_every_source_against_the_real_continuation(run):
+    """Held-out test prompts continued by the model, its vanilla baseline and the n-gram, each
+    for the same bars as the real continuation; deterministic; in metrics.json with a plot."""
+    run_dir, tokens_dir, _ = run
+    metrics = evaluate_run(run_dir, tokens_dir, vocab=VOCAB, study=SHORT_STUDY)
+    study = json.loads((run_dir / METRICS_JSON).read_text())["musicality"]
+    assert study == json.loads(json.dumps(metrics["musicality"]))
+    assert study["n_prompts"] == 2  # the two test pieces (untransposed), 6 bars each
+    assert set(study["sources"]) == set(SOURCES)
+    assert {row["piece_id"] for row in study["per_prompt"]} == {"piece008", "piece009"}
+    real = study["sources"]["real"]
+    # The real continuation is the piece going on: the prompt's key (but for a chromatic
+    # passing note), the prompt's texture exactly (the test pieces repeat their progression).
+    assert real["in_prompt_key"] >= 0.9
+    assert real["density_ratio"] == pytest.approx(1.0)
+    assert (run_dir / MUSICALITY_PNG).read_bytes()[:4] == b"\x89PNG"
+    again = evaluate_run(run_dir, tokens_dir, vocab=VOCAB, study=SHORT_STUDY)
+    assert again["musicality"] == metrics["musicality"]
+    assert study_rows(study)[0]["source"] == "prompt"
+
+
+def test_the_study_is_empty_when_no_test_piece_is_long_enough(run):
+    run_dir, tokens_dir, _ = run
+    long_study = StudyConfig(prompt_bars=4, continuation_bars=8)  # 12 bars; pieces have 6
+    metrics = evaluate_run(run_dir, tokens_dir, vocab=VOCAB, study=long_study)
+    assert metrics["musicality"]["n_prompts"] == 0
+    assert metrics["musicality"]["sources"] == {}

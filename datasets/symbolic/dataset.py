@@ -31,7 +31,7 @@ from datasets.splits import SPLITS
 from datasets.stamps import reuse_stamp, write_stamp
 from datasets.symbolic.notes import NOTE_COLUMNS, note_table
 from datasets.symbolic.parse import piece_id
-from datasets.symbolic.tokenizer import Vocab
+from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from datasets.symbolic.tokens import TOKEN_SCHEMA, token_table, tokenize_code_version
 
 
@@ -51,7 +51,7 @@ def write_dataset(
     paths = {
         "manifest": out_dir / "manifest.parquet",
         "notes": out_dir / "notes.parquet",
-        "vocab": out_dir / "vocab.json",
+        "vocab": out_dir / VOCAB_FILE,
         **{f"tokens_{split}": out_dir / "tokens" / f"{split}.parquet" for split in SPLITS},
     }
     manifest = [

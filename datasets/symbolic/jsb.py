@@ -29,6 +29,24 @@ JSB_PITCH_OFFSET = 4
 JSB_VOCAB_SIZE = JSB_PITCH_OFFSET + 128
 
 
+def serialization_json() -> str:
+    """The JSB serialization as the vocab.json of a model trained on it."""
+    return json.dumps(
+        {
+            "serialization": "Coconet Jsb16thSeparated: soprano, alto, tenor, bass tokens per "
+            "16th-note step, bos before and eos after each chorale",
+            "pad": JSB_PAD,
+            "bos": JSB_BOS,
+            "eos": JSB_EOS,
+            "rest": JSB_REST,
+            "pitch_offset": JSB_PITCH_OFFSET,
+            "size": JSB_VOCAB_SIZE,
+            "steps_per_bar": JSB_BAR_STEPS,
+        },
+        indent=2,
+    )
+
+
 def _pitch(value: object, where: str) -> int:
     if value is None or value == REST or (isinstance(value, float) and math.isnan(value)):
         return REST

@@ -22,6 +22,10 @@ N_PITCHES = 128
 TokenKind = Literal["special", "pitch", "duration", "shift"]
 
 
+# The file a vocabulary is saved in, beside the tokens it made and in every model directory.
+VOCAB_FILE = "vocab.json"
+
+
 @dataclass(frozen=True)
 class Vocab:
     """Token ids: pad, bos, eos, 128 pitches, durations 1..max_duration, shifts 1..max_shift."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from datasets.symbolic.tokenizer import (
     grammar_mask,
     quantize,
 )
-from models.symbolic.transformer import MusicTransformer
+from models.symbolic.ngram import NGram
+from models.symbolic.transformer import KVCache, MusicTransformer
 
 # Pachelbel's Canon in D, bars 1-4 as a built-in prompt: the ground bass (two bars, played
 # twice) under the first violin's opening half notes. (onset beat, duration beats, MIDI pitch)
@@ -147,9 +149,50 @@ class GrammarState:
         return self.time
 
 
+# Gives the next token's logits after taking in the new tokens and their beats.
+Feeder = Callable[[list[int], list[int]], torch.Tensor]
+
+
+def transformer_feeder(model: MusicTransformer, bar_steps: int) -> Feeder:
+    """The model over a growing key/value cache: each call costs one step for the new tokens.
+    A model with learned absolute positions (the vanilla baseline) knows only `seg_len` of
+    them, so it reads a sliding window of its last `seg_len` tokens instead."""
+    model.eval()
+    device = next(model.parameters()).device
+    cache = model.new_cache()
+    history: tuple[list[int], list[int]] = ([], [])
+
+    def run(tokens: list[int], beats: list[int], on: KVCache) -> torch.Tensor:
+        t = torch.tensor([tokens], device=device)
+        b = torch.tensor([beats], device=device)
+        return model.step(t, b, torch.full_like(t, bar_steps), on)[0, -1]
+
+    def feed(new_tokens: list[int], new_beats: list[int]) -> torch.Tensor:
+        if model.config.relative:
+            return run(new_tokens, new_beats, cache)
+        history[0].extend(new_tokens)
+        history[1].extend(new_beats)
+        window = model.config.seg_len
+        return run(history[0][-window:], history[1][-window:], model.new_cache())
+
+    return feed
+
+
+def ngram_feeder(ngram: NGram) -> Feeder:
+    """The n-gram baseline's log-probabilities, so it samples through the same loop."""
+    history: list[int] = []
+
+    def feed(new_tokens: list[int], new_beats: list[int]) -> torch.Tensor:
+        history.extend(new_tokens)
+        context = tuple(history[len(history) - ngram.order + 1 :]) if ngram.order > 1 else ()
+        return torch.from_numpy(np.log(ngram.distribution(context)))
+
+    return feed
+
+
 @torch.no_grad()
-def continue_prompt(
-    model: MusicTransformer,
+def sample_continuation(
+    feed: Feeder,
     vocab: Vocab,
     prompt: Prompt,
     length: int,
@@ -157,32 +200,28 @@ def continue_prompt(
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    until_step: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prompt + `length` sampled tokens (one more if the last is a pitch, for its duration)
-    + eos, as (tokens, beats); always decodable. eos is held back until `length` tokens."""
-    model.eval()
-    device = next(model.parameters()).device
+    + eos, as (tokens, beats); always decodable. eos is held back until `length` tokens.
+    With `until_step`, sampling also stops once time reaches that grid step."""
     state = GrammarState(vocab)
     for token in prompt.tokens[1:]:
         state.advance(int(token))
     tokens, beats = list(map(int, prompt.tokens)), list(map(int, prompt.beats))
-    cache = model.new_cache()
-
-    def feed(new_tokens: list[int], new_beats: list[int]) -> torch.Tensor:
-        t = torch.tensor([new_tokens], device=device)
-        b = torch.tensor([new_beats], device=device)
-        return model.step(t, b, torch.full_like(t, prompt.bar_steps), cache)[0, -1]
-
     logits = feed(tokens, beats)
     for produced in range(length + 1):
+        group_open = vocab.kind_of(state.previous) == "pitch"
+        if until_step is not None and state.time >= until_step and not group_open:
+            break
         allowed = state.allowed()
         if produced < length:
             allowed[vocab.eos] = False  # the user asked for `length` tokens: no early end
-        elif vocab.kind_of(state.previous) != "pitch":
+        elif not group_open:
             break
         # (at `length`, a cut-off pitch still gets its duration below)
-        allowed = torch.from_numpy(allowed).to(device)
-        probs = filter_logits(logits, allowed, temperature, top_k, top_p)
+        mask = torch.from_numpy(allowed).to(logits.device)
+        probs = filter_logits(logits, mask, temperature, top_k, top_p)
         token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
         beat = state.advance(token)
         tokens.append(token)
@@ -194,6 +233,24 @@ def continue_prompt(
         tokens.append(vocab.eos)
         beats.append(state.time)
     return np.array(tokens, dtype=np.int32), np.array(beats, dtype=np.int32)
+
+
+def continue_prompt(
+    model: MusicTransformer,
+    vocab: Vocab,
+    prompt: Prompt,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    until_step: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`sample_continuation` from the music Transformer."""
+    feed = transformer_feeder(model, prompt.bar_steps)
+    return sample_continuation(
+        feed, vocab, prompt, length, temperature, top_k, top_p, generator, until_step
+    )
 
 
 def tokens_to_notes(tokens: np.ndarray, vocab: Vocab, beats_per_bar: int = 4) -> pd.DataFrame:

@@ -20,16 +20,18 @@ from typing import Any
 import torch
 
 from datasets.io import write_json_atomic
-from datasets.symbolic.tokenizer import Vocab
+from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from models.checkpoint import CONFIG_FILE, STATE_JSON_FILE
 from models.symbolic.config import PROFILES, MusicConfig, TrainConfig, profile_configs
 from models.symbolic.data import first_pieces, read_pieces
 from models.symbolic.evaluate import evaluate
+from models.symbolic.musicality_study import StudyConfig, musicality_study, write_study_plot
 from models.symbolic.ngram import NGram
 from models.symbolic.train import TRAIN_CONFIG_FILE, train
 from models.symbolic.transformer import MusicTransformer
 
 METRICS_JSON = "metrics.json"
+MUSICALITY_PNG = "musicality.png"
 
 VANILLA_DIR = "baselines/vanilla_transformer"
 
@@ -58,12 +60,19 @@ def train_with_baseline(
 
 
 def evaluate_run(
-    run_dir: str | Path, tokens_dir: str | Path, max_pieces: int | None = None
+    run_dir: str | Path,
+    tokens_dir: str | Path,
+    max_pieces: int | None = None,
+    vocab: Vocab | None = None,
+    study: StudyConfig | None = None,
 ) -> dict[str, Any]:
     """Valid and test metrics of a run's model and of both baselines; written to metrics.json.
 
     The n-gram model is fitted on the pieces the run's training stream met first, up to the same
-    token budget the Transformers trained on (each piece once at most).
+    token budget the Transformers trained on (each piece once at most). With `vocab` (a note
+    vocabulary; not JSB's serialization) the musicality study of continuations of held-out
+    test prompts runs too (`models.symbolic.musicality_study`): under "musicality", with its
+    plot in `run_dir/musicality.png`.
     """
     run_dir, tokens_dir = Path(run_dir), Path(tokens_dir)
     train_config = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
@@ -93,6 +102,14 @@ def evaluate_run(
         for split in ("valid", "test"):
             scores = scorer(tokens_dir / f"{split}.parquet")
             results[name].update(flatten(split, scores))
+    if vocab is not None:
+        vanilla_dir = run_dir / VANILLA_DIR if "vanilla_transformer" in results else None
+        study_result = musicality_study(
+            run_dir, tokens_dir / "test.parquet", vocab, ngram, vanilla_dir, study or StudyConfig()
+        )
+        if study_result["n_prompts"]:
+            write_study_plot(study_result, run_dir / MUSICALITY_PNG)
+        results["model"]["musicality"] = study_result
     metrics = {
         **results.pop("model"),
         "baselines": results,
@@ -109,6 +126,13 @@ def evaluate_run(
 def trained_steps(run_dir: Path) -> int:
     """The step of the checkpoint in `run_dir` (models.checkpoint's train state)."""
     return int(json.loads((run_dir / STATE_JSON_FILE).read_text())["extra"]["step"])
+
+
+def train_seconds(run_dir: str | Path) -> float | None:
+    """Wall time of training over every call of the run in `run_dir` (None: a checkpoint from
+    before the trainer recorded it)."""
+    extra = json.loads((Path(run_dir) / STATE_JSON_FILE).read_text())["extra"]
+    return extra.get("seconds")
 
 
 def flatten(split: str, scores: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +155,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     symbolic = Path(args.data_dir) / "symbolic"
-    vocab = Vocab.from_json((symbolic / "vocab.json").read_text())
+    vocab = Vocab.from_json((symbolic / VOCAB_FILE).read_text())
     model_config, train_config = profile_configs(args.profile, vocab.size, args.seed)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.train)}
     train_config = dataclasses.replace(train_config, **overrides)

@@ -174,6 +174,8 @@ def train(
     epoch = int(state["epoch"]) if state else 0
     best: dict[str, Any] | None = state.get("best") if state else None  # step, valid_nll
     started = time.perf_counter()
+    # Wall time over every call of this run (a resumed run adds to what its checkpoint holds).
+    earlier_seconds = float(state.get("seconds", 0.0)) if state else 0.0
     model.train()
     for step in range(start, end):
         segment = next(segments)
@@ -227,7 +229,8 @@ def train(
             rows.append(_epoch_row(done, epoch, tokens_per_step, sums["epoch"]))
         # A new best is checkpointed at once: its weights exist only now.
         if done % train_config.checkpoint_every == 0 or done == end or improved:
-            extra = {"step": done, "epoch": epoch, "sums": sums, "best": best}
+            seconds = earlier_seconds + time.perf_counter() - started
+            extra = {"step": done, "epoch": epoch, "sums": sums, "best": best, "seconds": seconds}
             _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last)
         if progress is not None:
             progress(done / train_config.steps)
@@ -241,6 +244,7 @@ def train(
         "resumed_from": start,
         "tokens_trained": end * tokens_per_step,
         "seconds": seconds,
+        "seconds_total": earlier_seconds + seconds,
         "tokens_per_s": (end - start) * tokens_per_step / seconds if seconds > 0 else 0.0,
         "parameters": model.num_parameters(),
         "device": str(device),

@@ -1,0 +1,92 @@
+"""The models shipped in models/pretrained/, made by the project's own flows with one command.
+
+    make pretrained                                    # both, as shipped (hours on 2 cores)
+    python -m flows.pretrained --names jsb             # one of them
+    python -m flows.pretrained --names music21 --data-dir data
+
+- `jsb`: the JSB benchmark (`symbolic-jsb-benchmark`) with the shipped recipe
+  (`models.symbolic.jsb.SHIPPED_RECIPE`: training chorales in every key they fit, dropout 0.2,
+  4,000 steps of the `full` profile), scored on Coconet's valid and test splits.
+- `music21`: the symbolic flow on `--corpus music21` at the `full` profile (data, train,
+  evaluate: NLL beside the baselines and the musicality study of held-out prompts).
+
+Runs live under `data_dir` and resume from their checkpoints, so a killed build picks up where
+it stopped. A model replaces the shipped one only when its headline number (JSB valid NLL, the
+music21 model's test NLL) is better, unless `--force`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import Field
+
+from flows.cli import run_cli
+from flows.params import FlowParams, Profile
+from flows.symbolic import SymbolicParams, symbolic_flow
+from models.symbolic.jsb import SHIPPED_RECIPE
+from tasks.pretrained import export_jsb_model, export_music21_model
+from tasks.symbolic_model import jsb_benchmark
+
+PretrainedName = Literal["jsb", "music21"]
+DEFAULT_JSB = "../shared/data/jsb/Jsb16thSeparated.json"
+
+
+class PretrainedParams(FlowParams):
+    profile: Profile = Field("full", description="Training profile (shipped models: full)")
+    names: list[PretrainedName] = Field(
+        default_factory=lambda: ["jsb", "music21"], description="Models to build"
+    )
+    out_dir: str = Field("models/pretrained", description="Where shipped models go")
+    jsb: str = Field(DEFAULT_JSB, description="Coconet-format Jsb16thSeparated.json")
+    force: bool = Field(False, description="Replace shipped models even when not better")
+
+
+def command_line(params: PretrainedParams, name: str) -> str:
+    """The command that rebuilds model `name` with these parameters."""
+    options = [f"--names {name}", f"--seed {params.seed}"]
+    if params.profile != "full":
+        options.append(f"--profile {params.profile}")
+    if name == "jsb" and params.jsb != DEFAULT_JSB:
+        options.append(f"--jsb {params.jsb}")
+    return "python -m flows.pretrained " + " ".join(options)
+
+
+@flow(name="pretrained")
+def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, Any]:
+    """Train, score and export the shipped models (see the module docstring)."""
+    out = Path(params.out_dir)
+    results: dict[str, Any] = {}
+    if "jsb" in params.names:
+        # Smaller profiles (smoke runs, tests) keep their own step counts.
+        steps = SHIPPED_RECIPE.steps if params.profile == "full" else None
+        recipe = dataclasses.replace(SHIPPED_RECIPE, steps=steps)
+        jsb = jsb_benchmark(params.jsb, params.data_dir, params.profile, params.seed, recipe)
+        results["jsb"] = export_jsb_model(
+            jsb, str(out / "jsb"), command_line(params, "jsb"), params.force
+        )
+    if "music21" in params.names:
+        corpus_params = SymbolicParams(
+            data_dir=str(Path(params.data_dir) / "pretrained-music21"),
+            corpus="music21",
+            profile=params.profile,
+            seed=params.seed,
+            workers=params.workers,
+            stages=["data", "train", "evaluate"],
+        )
+        trained = symbolic_flow(corpus_params).model_dump(mode="json")
+        results["music21"] = export_music21_model(
+            trained, str(out / "music21"), command_line(params, "music21"), params.force
+        )
+    return results
+
+
+def main() -> None:
+    run_cli(pretrained_flow, PretrainedParams)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Tasks that turn trained runs into the models shipped under models/pretrained/.
+
+Each gathers the run's numbers, writes its model card (`models.pretrained`) and replaces the
+shipped directory only when the headline metric improves on the shipped one (or `force`):
+every committed weight stays in git history, so weights are recommitted only for better numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from datasets.symbolic.jsb import serialization_json
+from datasets.symbolic.tokenizer import VOCAB_FILE
+from models.pretrained import ModelCard, export_pretrained, hardware, improves_on_shipped
+from models.symbolic.jsb import PUBLISHED
+from models.symbolic.run import METRICS_JSON, train_seconds, trained_steps
+from tasks.common import publish_table
+
+
+def _wall_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "not recorded (a run resumed from a checkpoint older than the record)"
+    return f"{seconds / 60:.0f} min of training"
+
+
+def _export(
+    run_dir: Path, out_dir: Path, card: ModelCard, metrics: dict, texts: dict, force: bool
+) -> dict[str, Any]:
+    """Export unless the shipped model's headline (the card's first metric) is as good."""
+    name = card.name
+    headline, value = next(iter(card.metrics.items()))
+    logger = get_run_logger()
+    if not force and not improves_on_shipped(out_dir, headline, value):
+        logger.info("%s: %s %.4f is no better than the shipped one; kept", name, headline, value)
+        return {"name": name, "exported": False, headline: value, "out_dir": str(out_dir)}
+    export_pretrained(run_dir, out_dir, card, metrics, texts)
+    publish_table(
+        f"pretrained-{name}",
+        [{"metric": key, "value": value} for key, value in card.metrics.items()],
+        description=f"the model exported to {out_dir}",
+    )
+    logger.info("%s: exported to %s (%s %.4f)", name, out_dir, headline, value)
+    return {"name": name, "exported": True, headline: value, "out_dir": str(out_dir)}
+
+
+@task(name="pretrained-export-jsb", cache_policy=NO_CACHE)
+def export_jsb_model(
+    result: dict[str, Any], out_dir: str, command: str, force: bool = False
+) -> dict[str, Any]:
+    """The JSB benchmark run of `result` (`symbolic-jsb-benchmark`) as a shipped model."""
+    run_dir = Path(result["run_dir"])
+    keys = ("valid_nll", "test_nll", "valid_accuracy", "test_accuracy", "params", "steps")
+    metrics = {key: result[key] for key in keys} | {
+        "unit": "mean NLL in nats per token after bos, each chorale on its own (Huang et al. 2018)",
+        "pieces": result["pieces"],
+        "tokens_trained": result["tokens_trained"],
+        "train_seconds": train_seconds(run_dir),
+        "published_valid_nll": PUBLISHED,
+    }
+    card = ModelCard(
+        name="jsb",
+        summary="The music Transformer (relative attention, Transformer-XL memory, beat "
+        "embedding) trained on the JSB chorales for the Music Transformer paper's benchmark.",
+        data=f"Coconet's `Jsb16thSeparated.json`, its own 229/76/77 split; training chorales "
+        f"in every key their four voices fit ({result['pieces']['train']} sequences); valid and "
+        "test as given. Serialization in `vocab.json`.",
+        command=command,
+        steps=result["steps"],
+        wall_time=_wall_time(metrics["train_seconds"]),
+        hardware=hardware(),
+        metrics={
+            "valid_nll": result["valid_nll"],
+            "test_nll": result["test_nll"],
+            "valid_accuracy": result["valid_accuracy"],
+            "parameters": result["params"],
+            **{f"published {k} (valid)": v for k, v in PUBLISHED.items()},
+        },
+        notes=[
+            "Score it: `python -m flows.symbolic --jsb ../shared/data/jsb/Jsb16thSeparated.json "
+            "--stages evaluate --model models/pretrained/jsb`",
+        ],
+    )
+    texts = {VOCAB_FILE: serialization_json()}
+    return _export(run_dir, Path(out_dir), card, metrics, texts, force)
+
+
+@task(name="pretrained-export-music21", cache_policy=NO_CACHE)
+def export_music21_model(
+    result: dict[str, Any], out_dir: str, command: str, force: bool = False
+) -> dict[str, Any]:
+    """The run of a symbolic flow `result` on `--corpus music21` as the shipped general
+    continuation model, with its vocabulary and the musicality study of its evaluation."""
+    run_dir = Path(result["run_dir"])
+    evaluation = json.loads((run_dir / METRICS_JSON).read_text())
+    study = evaluation["musicality"]
+    model, real = study["sources"]["music_transformer"], study["sources"]["real"]
+    baselines = evaluation["baselines"]
+    metrics = {
+        "test_nll": evaluation["test_nll"],
+        "valid_nll": evaluation["valid_nll"],
+        "test_accuracy": evaluation["test_accuracy"],
+        "baselines_test_nll": {name: b["test_nll"] for name, b in baselines.items()},
+        "params": evaluation["params"],
+        "steps": trained_steps(run_dir),
+        "train_seconds": train_seconds(run_dir),
+        "pieces": {s: result[f"pieces_{s}"] for s in ("train", "valid", "test")},
+        "rejected_files": result["n_rejected"],
+        "musicality": {k: v for k, v in study.items() if k != "per_prompt"},
+    }
+    card = ModelCard(
+        name="music21",
+        summary="A general prompt-continuation model: the music Transformer trained on every "
+        "work of music21's bundled corpus that parses, in all 12 keys.",
+        data=f"`--corpus music21`: chorales, Palestrina, Monteverdi, Renaissance to Classical "
+        f"works and thousands of folk tunes in abc; split per work ({result['pieces_train']} "
+        f"train, {result['pieces_valid']} valid, {result['pieces_test']} test pieces; "
+        f"{result['n_rejected']} files rejected, listed in the run's manifest).",
+        command=command,
+        steps=metrics["steps"],
+        wall_time=_wall_time(metrics["train_seconds"]),
+        hardware=hardware(),
+        metrics={
+            "test_nll": evaluation["test_nll"],
+            **{f"{name} test_nll": b["test_nll"] for name, b in baselines.items()},
+            "parameters": evaluation["params"],
+            "held-out prompts": study["n_prompts"],
+            "in prompt key (model / real)": f"{model['in_prompt_key']} / {real['in_prompt_key']}",
+            "pitch-class entropy, bits (model / real)": (
+                f"{model['pitch_class_entropy']} / {real['pitch_class_entropy']}"
+            ),
+            "density ratio (model / real)": (f"{model['density_ratio']} / {real['density_ratio']}"),
+        },
+        notes=[
+            "Continue a MIDI file: `python -m flows.symbolic --stages generate --model "
+            "models/pretrained/music21 --prompt my.mid`",
+            "Musicality: continuations of the first 4 bars of held-out test works, 8 bars "
+            "long, MusPy's definitions (`models/symbolic/musicality_study.py`).",
+        ],
+    )
+    texts = {VOCAB_FILE: (run_dir / VOCAB_FILE).read_text()}
+    return _export(run_dir, Path(out_dir), card, metrics, texts, force)

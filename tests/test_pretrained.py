@@ -1,0 +1,130 @@
+"""Shipping a trained run as a pretrained model, and using one: export, card, the size limit,
+replacing only better models, the flow that builds them, generation with nothing else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from symbolic_corpus import VOCAB, write_symbolic
+from test_jsb import write_jsb
+
+import models.pretrained as pretrained
+from datasets.symbolic.tokenizer import VOCAB_FILE
+from flows.cli import run_cli
+from flows.pretrained import PretrainedParams, pretrained_flow
+from flows.symbolic import SymbolicParams, symbolic_flow
+from models.checkpoint import CONFIG_FILE, MODEL_FILE
+from models.pretrained import ModelCard, export_pretrained, improves_on_shipped
+from models.symbolic.config import profile_configs
+from models.symbolic.train import train
+from models.symbolic.transformer import MusicTransformer
+
+torch.set_num_threads(1)
+
+CARD = ModelCard(
+    name="tiny",
+    summary="A tiny test model.",
+    data="Three made-up progressions.",
+    command="python -m flows.pretrained --names tiny",
+    steps=60,
+    wall_time="1 min of training",
+    hardware="a test machine",
+    metrics={"test_nll": 1.25, "parameters": 1234},
+    notes=["Only for tests."],
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    symbolic = write_symbolic(tmp_path_factory.mktemp("pretrained"))
+    run_dir = symbolic.parent / "models" / "music" / "tiny"
+    model_config, train_config = profile_configs("tiny", VOCAB.size, seed=0)
+    tokens = symbolic / "tokens"
+    train(run_dir, tokens / "train.parquet", tokens / "valid.parquet", model_config, train_config)
+    return run_dir
+
+
+def test_an_exported_model_is_self_contained_with_its_card(trained, tmp_path):
+    out = export_pretrained(
+        trained, tmp_path / "tiny", CARD, {"test_nll": 1.25}, {VOCAB_FILE: VOCAB.to_json()}
+    )
+    names = {path.name for path in out.iterdir()}
+    assert names == {MODEL_FILE, CONFIG_FILE, VOCAB_FILE, "metrics.json", "README.md"}
+    card = (out / "README.md").read_text()
+    for text in (CARD.command, "steps: 60", "wall time: 1 min", "hardware: a test machine"):
+        assert text in card
+    assert "| test_nll | 1.2500 |" in card
+    assert json.loads((out / "metrics.json").read_text()) == {"test_nll": 1.25}
+    loaded = MusicTransformer.load(out)  # weights and config fit, no pickle
+    assert loaded.num_parameters() == MusicTransformer.load(trained).num_parameters()
+    assert not list(tmp_path.glob(".tiny.*"))  # no pending or retired directory left behind
+
+
+def test_weights_over_the_limit_are_refused_and_the_shipped_model_kept(
+    trained, tmp_path, monkeypatch
+):
+    out = export_pretrained(trained, tmp_path / "tiny", CARD, {"test_nll": 1.25})
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    monkeypatch.setattr(pretrained, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"model\.safetensors: .* MB of weights, over the"):
+        export_pretrained(trained, out, CARD, {"test_nll": 1.0})
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_only_a_better_number_replaces_a_shipped_model(trained, tmp_path):
+    out = tmp_path / "tiny"
+    assert improves_on_shipped(out, "test_nll", 2.0)  # nothing shipped yet
+    export_pretrained(trained, out, CARD, {"test_nll": 1.25})
+    assert improves_on_shipped(out, "test_nll", 1.2)
+    assert not improves_on_shipped(out, "test_nll", 1.25)
+    assert not improves_on_shipped(out, "test_nll", 1.3)
+
+
+def test_generation_from_a_model_directory_needs_nothing_else(
+    prefect_harness, trained, tmp_path, capsys
+):
+    """`--stages generate --model DIR` with an empty data directory: the model directory's own
+    vocabulary, a built-in prompt, nothing trained; MIDI, audio and piano roll written."""
+    model_dir = export_pretrained(
+        trained, tmp_path / "tiny", CARD, {}, {VOCAB_FILE: VOCAB.to_json()}
+    )
+    data_dir = tmp_path / "empty"
+    argv = ["--stages", "generate", "--model", str(model_dir), "--data-dir", str(data_dir)]
+    run_cli(symbolic_flow, SymbolicParams, [*argv, "--length", "40", "--prompt-bars", "2"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    generated = result["generated"]
+    for key in ("midi", "wav", "png"):
+        assert Path(generated[key]).is_file()
+    assert generated["notes"] > generated["prompt_notes"]
+    assert sorted(path.name for path in data_dir.iterdir()) == ["reports"]
+
+
+def test_the_pretrained_flow_builds_exports_and_keeps_the_better(prefect_harness, tmp_path):
+    """The JSB model as `make pretrained` builds it (at the tiny profile): trained by the JSB
+    benchmark task, exported with its serialization and card; a second build with the same
+    numbers leaves the shipped model alone, unless forced."""
+    params = PretrainedParams(
+        names=["jsb"],
+        profile="tiny",
+        data_dir=str(tmp_path / "data"),
+        out_dir=str(tmp_path / "shipped"),
+        jsb=str(write_jsb(tmp_path / "jsb.json")),
+    )
+    first = pretrained_flow(params)["jsb"]
+    assert first["exported"]
+    shipped = tmp_path / "shipped" / "jsb"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["valid_nll"] == first["valid_nll"]
+    assert metrics["pieces"]["train"] > 4  # the training chorales in the keys they fit
+    assert json.loads((shipped / VOCAB_FILE).read_text())["size"] == 132
+    assert (
+        "python -m flows.pretrained --names jsb --seed 0 --profile tiny"
+        in (shipped / "README.md").read_text()
+    )
+    card_before = (shipped / "README.md").stat().st_mtime_ns
+    assert not pretrained_flow(params)["jsb"]["exported"]
+    assert (shipped / "README.md").stat().st_mtime_ns == card_before
+    assert pretrained_flow(params.model_copy(update={"force": True}))["jsb"]["exported"]
