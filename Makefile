@@ -7,7 +7,7 @@ TEST_DEB_PACKAGES := chromium
 PROFILE ?= quick
 ARGS ?=
 
-.PHONY: setup setup-test run test test-slow test-all lint bench clean
+.PHONY: setup setup-test run pretrained test test-slow test-all lint bench clean
 
 setup: $(STAMP)
 	@bash .ci/debian-deps $(DEB_PACKAGES)
@@ -23,6 +23,11 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(PY) -m flows.pipeline --profile $(PROFILE) $(ARGS)
+
+# Rebuild the shipped models in models/pretrained/ (hours on 2 cores; resumes when killed;
+# replaces a shipped model only when its numbers improve).
+pretrained: setup
+	$(PY) -m flows.pretrained $(ARGS)
 
 test: setup-test
 	$(PY) -m pytest $(ARGS)

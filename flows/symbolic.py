@@ -86,6 +86,15 @@ class SymbolicParams(CorpusParams):
         "--stages evaluate scores that model on JSB's valid and test splits; none: skip it",
     )
 
+    jsb_key_ensemble: int = Field(
+        0,
+        ge=0,
+        le=6,
+        description="With --jsb and --model: also score the model averaged over keys, this "
+        "many semitones up and down (2N+1 times the compute; published figures are single "
+        "models); 0: off",
+    )
+
     def vocab(self) -> Vocab:
         return Vocab(self.steps_per_beat, self.max_duration, self.max_shift)
 
@@ -170,7 +179,9 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
         )
     if params.jsb and score_on_jsb:
         if "evaluate" in params.stages:
-            result["jsb"] = jsb_evaluate(params.jsb, data_dir, result["run_dir"])
+            result["jsb"] = jsb_evaluate(
+                params.jsb, data_dir, result["run_dir"], params.jsb_key_ensemble
+            )
     elif params.jsb:
         result["jsb"] = jsb_benchmark(params.jsb, data_dir, params.profile, params.seed)
     headline = result.get("metrics") or result.get("jsb") or {}

@@ -259,13 +259,17 @@ def jsb_benchmark(
 
 
 @task(name="symbolic-jsb-evaluate", cache_policy=NO_CACHE)
-def jsb_evaluate(jsb_path: str, data_dir: str, run_dir: str) -> dict[str, Any]:
-    """Score a saved model (no training) on Coconet's JSB valid and test splits."""
+def jsb_evaluate(
+    jsb_path: str, data_dir: str, run_dir: str, key_ensemble: int = 0
+) -> dict[str, Any]:
+    """Score a saved model (no training) on Coconet's JSB valid and test splits (and averaged
+    over keys with `key_ensemble` > 0)."""
     tokens_dir = Path(data_dir) / "models" / "jsb" / "tokens"
-    result = score_jsb_model(jsb_path, run_dir, tokens_dir)
+    result = score_jsb_model(jsb_path, run_dir, tokens_dir, key_ensemble)
+    keys = ("valid_nll", "test_nll", "valid_nll_key_ensemble", "test_nll_key_ensemble")
     publish_table(
         f"jsb-evaluate-{Path(run_dir).name}",
-        [{k: result[k] for k in ("valid_nll", "test_nll", "valid_accuracy", "test_accuracy")}],
+        [{k: result[k] for k in (*keys, "valid_accuracy", "test_accuracy") if k in result}],
         description=f"JSB NLL per token (nats) of {run_dir}; published: {PUBLISHED}",
     )
     get_run_logger().info(

@@ -25,7 +25,15 @@ from datasets.symbolic.jsb import (
 from flows.cli import run_cli
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.symbolic.data import read_pieces
-from models.symbolic.jsb import PUBLISHED, run_jsb_benchmark, write_jsb_tokens
+from models.symbolic.evaluate import evaluate
+from models.symbolic.jsb import (
+    PUBLISHED,
+    key_ensemble_nll,
+    run_jsb_benchmark,
+    score_jsb_model,
+    write_jsb_tokens,
+)
+from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
 
@@ -148,3 +156,21 @@ def test_a_saved_model_is_scored_on_jsb_without_training(prefect_harness, tmp_pa
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
     assert not (data_dir / "symbolic").exists()
     assert not (data_dir / "models" / "music").exists()
+
+
+def test_the_key_ensemble_of_one_key_is_the_model_itself(tmp_path):
+    """Averaging over the shifts -0..0 is the single model's NLL to float precision; over
+    -1..1 it is a proper mixture: never worse than the worst key's NLL plus log 3."""
+    jsb = write_jsb(tmp_path / "jsb.json")
+    trained = run_jsb_benchmark(jsb, tmp_path / "bench", "tiny", 0, vanilla=False)
+    model = MusicTransformer.load(trained["run_dir"])
+    valid = load_jsb(jsb)["valid"]
+    single = evaluate(model, tmp_path / "bench" / "tokens" / "valid.parquet")["nll"]
+    assert key_ensemble_nll(model, valid, 0) == pytest.approx(single, rel=1e-9)
+    shifted = [
+        key_ensemble_nll(model, [transpose_chorale(c, s) for c in valid], 0) for s in (-1, 0, 1)
+    ]
+    assert key_ensemble_nll(model, valid, 1) <= max(shifted) + math.log(3)
+    scored = score_jsb_model(jsb, trained["run_dir"], tmp_path / "scored", key_ensemble=1)
+    assert scored["valid_nll"] == pytest.approx(single)
+    assert scored["valid_nll_key_ensemble"] == pytest.approx(key_ensemble_nll(model, valid, 1))

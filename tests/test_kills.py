@@ -37,6 +37,7 @@ from flowrun import (
     start_flow,
     tail,
 )
+from run_files import comparable_bytes
 from safetensors import safe_open
 
 TRIALS = 20
@@ -81,7 +82,8 @@ def visible_files(data_dir: Path) -> list[Path]:
 
 
 def snapshot(data_dir: Path) -> dict[str, bytes]:
-    return {p.relative_to(data_dir).as_posix(): p.read_bytes() for p in visible_files(data_dir)}
+    files = visible_files(data_dir)
+    return {p.relative_to(data_dir).as_posix(): comparable_bytes(p) for p in files}
 
 
 def check_parses(path: Path) -> None:

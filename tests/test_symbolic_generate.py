@@ -14,13 +14,17 @@ from symbolic_corpus import VOCAB, write_symbolic
 from datasets.symbolic.midi import read_midi, write_midi
 from datasets.symbolic.tokenizer import decode
 from models.symbolic.config import MusicConfig
+from models.symbolic.data import read_pieces
 from models.symbolic.generate import (
-    continue_prompt,
     filter_logits,
     load_prompt,
+    ngram_feeder,
     pachelbel_notes,
+    sample_continuation,
+    transformer_feeder,
     write_outputs,
 )
+from models.symbolic.ngram import NGram
 from models.symbolic.transformer import MusicTransformer
 
 torch.set_num_threads(1)
@@ -78,8 +82,13 @@ def test_every_sample_decodes_to_a_valid_midi_file(tmp_path, symbolic, seed):
     model = untrained_model(seed)
     prompt = load_prompt("piece000", VOCAB, 1, symbolic / "tokens")
     generator = torch.Generator().manual_seed(seed)
-    tokens, beats = continue_prompt(
-        model, VOCAB, prompt, 60 + seed, temperature=1.5, generator=generator
+    tokens, beats = sample_continuation(
+        transformer_feeder(model, prompt.bar_steps),
+        VOCAB,
+        prompt,
+        60 + seed,
+        temperature=1.5,
+        generator=generator,
     )
     assert np.array_equal(tokens[: len(prompt.tokens)], prompt.tokens)
     new = len(tokens) - len(prompt.tokens) - 1  # without the closing eos
@@ -93,7 +102,9 @@ def test_same_seed_same_music():
 
     def sample(seed):
         generator = torch.Generator().manual_seed(seed)
-        return continue_prompt(model, VOCAB, prompt, 40, 1.0, 10, 0.9, generator)[0]
+        return sample_continuation(
+            transformer_feeder(model, prompt.bar_steps), VOCAB, prompt, 40, 1.0, 10, 0.9, generator
+        )[0]
 
     assert np.array_equal(sample(3), sample(3))
     assert not np.array_equal(sample(3), sample(4))
@@ -124,7 +135,9 @@ def test_prompts_from_pachelbel_a_midi_file_and_a_piece_id(tmp_path, symbolic):
 def test_outputs_are_written(tmp_path):
     model = untrained_model()
     prompt = load_prompt("pachelbel", VOCAB, 2, None)
-    tokens, _ = continue_prompt(model, VOCAB, prompt, 30, generator=torch.Generator())
+    tokens, _ = sample_continuation(
+        transformer_feeder(model, prompt.bar_steps), VOCAB, prompt, 30, generator=torch.Generator()
+    )
     out = write_outputs(tokens, VOCAB, prompt, tmp_path / "reports" / "canon", 100.0)
     assert out["prompt_notes"] == 12
     assert len(read_midi(out["midi"])) == out["notes"]
@@ -141,3 +154,40 @@ def test_a_continuation_of_the_prompt_itself_matches_its_musicality(tmp_path):
     assert out["in_prompt_key"] == 1.0
     assert out["density_ratio"] == pytest.approx(1.0)
     assert out["pitch_class_entropy"] == pytest.approx(out["prompt_pitch_class_entropy"])
+
+
+def test_sampling_stops_once_time_reaches_until_step(tmp_path):
+    model = untrained_model()
+    prompt = load_prompt("pachelbel", VOCAB, 2, None)
+    until = 2 * 16 + 16  # one bar after the prompt
+    tokens, beats = sample_continuation(
+        transformer_feeder(model, prompt.bar_steps),
+        VOCAB,
+        prompt,
+        10_000,
+        generator=torch.Generator().manual_seed(0),
+        until_step=until,
+    )
+    # Every token but the last sampled one (the shift that reached the bar) and eos stands
+    # before the bar; a stopped sequence still decodes.
+    assert (beats[:-2] < until).all()
+    assert beats[-2] >= until
+    check_valid(tokens, beats, tmp_path, "until")
+
+
+def test_the_vanilla_model_and_the_ngram_continue_past_the_vanilla_positions(tmp_path, symbolic):
+    """The vanilla baseline knows `seg_len` positions; it reads a sliding window, so it and the
+    n-gram (through the same loop) continue as far as asked."""
+    vanilla = MusicTransformer(MusicConfig.preset("tiny", VOCAB.size).vanilla())
+    ngram = NGram(VOCAB.size).fit(
+        p.tokens for p in read_pieces(symbolic / "tokens" / "train.parquet")
+    )
+    prompt = load_prompt("pachelbel", VOCAB, 2, None)
+    for name, feed in [
+        ("vanilla", transformer_feeder(vanilla, prompt.bar_steps)),
+        ("ngram", ngram_feeder(ngram)),
+    ]:
+        generator = torch.Generator().manual_seed(1)
+        tokens, beats = sample_continuation(feed, VOCAB, prompt, 80, generator=generator)
+        assert len(tokens) >= len(prompt.tokens) + 80 > vanilla.config.seg_len
+        check_valid(tokens, beats, tmp_path, name)

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from run_files import comparable_bytes
 from symbolic_corpus import VOCAB, write_symbolic
 
 from models import checkpoint
@@ -163,7 +164,7 @@ class Killed(Exception):
 
 def _run_files(run_dir: Path) -> dict[str, bytes]:
     return {
-        p.relative_to(run_dir).as_posix(): p.read_bytes()
+        p.relative_to(run_dir).as_posix(): comparable_bytes(p)
         for p in sorted(run_dir.rglob("*"))
         if p.is_file()
     }

@@ -66,14 +66,17 @@ def pad_batch(pieces: list[Piece]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 @torch.no_grad()
-def score_batch(model: MusicTransformer, pieces: list[Piece], tally: Tally) -> None:
+def token_nll(
+    model: MusicTransformer, pieces: list[Piece]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token NLL in nats (B, T-1, float64), whether the likeliest token was the target, and
+    which positions are targets; each piece scored on its own with memory across segments."""
     device = next(model.parameters()).device
     tokens, beats, bar_steps = (t.to(device) for t in pad_batch(pieces))
     targets = targets_of(tokens)
     seg_len = model.config.seg_len
     mems: list[torch.Tensor] = []
-    nll = torch.zeros(len(pieces), dtype=torch.float64, device=device)
-    correct = torch.zeros(len(pieces), dtype=torch.int64, device=device)
+    losses, hits = [], []
     for start in range(0, tokens.shape[1] - 1, seg_len):
         stop = min(start + seg_len, tokens.shape[1] - 1)
         logits, mems = model(
@@ -81,14 +84,19 @@ def score_batch(model: MusicTransformer, pieces: list[Piece], tally: Tally) -> N
         )
         logits = logits.float()
         target = targets[:, start:stop]
-        losses = F.cross_entropy(
+        loss = F.cross_entropy(
             logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none"
         )
-        nll += losses.double().sum(dim=1)
-        correct += ((logits.argmax(-1) == target) & (target != IGNORE)).sum(dim=1)
-    counts = (targets != IGNORE).sum(dim=1)
+        losses.append(loss.double())
+        hits.append(logits.argmax(-1) == target)
+    mask = targets != IGNORE
+    return torch.cat(losses, dim=1), torch.cat(hits, dim=1) & mask, mask
+
+
+def score_batch(model: MusicTransformer, pieces: list[Piece], tally: Tally) -> None:
+    nll, hits, mask = token_nll(model, pieces)
     for i, piece in enumerate(pieces):
-        tally.add(piece.transpose, nll[i].item(), int(correct[i]), int(counts[i]))
+        tally.add(piece.transpose, nll[i].sum().item(), int(hits[i].sum()), int(mask[i].sum()))
 
 
 def batched(pieces: Iterable[Piece], size: int) -> Iterable[list[Piece]]:

@@ -235,24 +235,6 @@ def sample_continuation(
     return np.array(tokens, dtype=np.int32), np.array(beats, dtype=np.int32)
 
 
-def continue_prompt(
-    model: MusicTransformer,
-    vocab: Vocab,
-    prompt: Prompt,
-    length: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    until_step: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`sample_continuation` from the music Transformer."""
-    feed = transformer_feeder(model, prompt.bar_steps)
-    return sample_continuation(
-        feed, vocab, prompt, length, temperature, top_k, top_p, generator, until_step
-    )
-
-
 def tokens_to_notes(tokens: np.ndarray, vocab: Vocab, beats_per_bar: int = 4) -> pd.DataFrame:
     """Decoded tokens as a note table (pitched notes, one time signature of `beats_per_bar`
     quarter notes), enough for MIDI, the piano roll and the musicality figures."""
@@ -337,6 +319,9 @@ def generate(
     model = MusicTransformer.load(run_dir)
     chosen = load_prompt(prompt, vocab, prompt_bars, tokens_dir)
     generator = torch.Generator().manual_seed(seed)
-    tokens, _ = continue_prompt(model, vocab, chosen, length, temperature, top_k, top_p, generator)
+    feed = transformer_feeder(model, chosen.bar_steps)
+    tokens, _ = sample_continuation(
+        feed, vocab, chosen, length, temperature, top_k, top_p, generator
+    )
     stem = Path(reports_dir) / f"{Path(run_dir).name}-{chosen.name}-seed{seed}"
     return write_outputs(tokens, vocab, chosen, stem, tempo_bpm)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from datasets.io import write_json_atomic, write_parquet_atomic
@@ -42,7 +44,8 @@ from datasets.symbolic.jsb import (
 )
 from datasets.symbolic.tokens import token_table
 from models.symbolic.config import PROFILES, profile_configs
-from models.symbolic.evaluate import evaluate
+from models.symbolic.data import Piece
+from models.symbolic.evaluate import evaluate, token_nll
 from models.symbolic.run import evaluate_run, train_with_baseline
 from models.symbolic.train import train
 from models.symbolic.transformer import MusicTransformer
@@ -113,11 +116,35 @@ def write_jsb_tokens(
     return counts
 
 
+def key_ensemble_nll(model: MusicTransformer, chorales: list[np.ndarray], span: int) -> float:
+    """Mean NLL per token of the model averaged over keys: each token's probability is the mean
+    of the model's probabilities for it in the chorale transposed by every shift in -span..span
+    (a fixed set, so the mixture never looks at the chorale's future). A model trained in every
+    key gives a proper, sharper distribution this way, at 2 * span + 1 times the compute."""
+    shifts = range(-span, span + 1)
+    total, count = 0.0, 0
+    for chorale in chorales:
+        pieces = []
+        for shift in shifts:
+            tokens, beats = serialize_chorale(transpose_chorale(chorale, shift))
+            pieces.append(
+                Piece("", shift, tokens.astype(np.int64), beats.astype(np.int64), JSB_BAR_STEPS)
+            )
+        nll, _, mask = token_nll(model, pieces)
+        log_probs = -nll[:, mask[0]]
+        mixture = torch.logsumexp(log_probs, dim=0) - math.log(len(shifts))
+        total -= mixture.sum().item()
+        count += int(mask[0].sum())
+    return total / count
+
+
 def score_jsb_model(
-    jsb_path: str | Path, run_dir: str | Path, tokens_dir: str | Path
+    jsb_path: str | Path, run_dir: str | Path, tokens_dir: str | Path, key_ensemble: int = 0
 ) -> dict[str, Any]:
     """A saved model (no training) scored on Coconet's valid and test chorales, in the unit of
-    the published figures: mean NLL in nats per token after bos, each chorale on its own."""
+    the published figures: mean NLL in nats per token after bos, each chorale on its own. With
+    `key_ensemble` > 0, also the NLL of the model averaged over that many semitones up and down
+    (`key_ensemble_nll`; the published figures are single models)."""
     write_jsb_tokens(jsb_path, tokens_dir, splits=("valid", "test"))
     model = MusicTransformer.load(run_dir)
     if model.config.vocab_size != JSB_VOCAB_SIZE:
@@ -126,6 +153,13 @@ def score_jsb_model(
             f"{JSB_VOCAB_SIZE} of the JSB serialization; was it trained with --jsb?"
         )
     scores = {s: evaluate(model, Path(tokens_dir) / f"{s}.parquet") for s in ("valid", "test")}
+    ensemble = {}
+    if key_ensemble > 0:
+        chorales = load_jsb(jsb_path)
+        ensemble = {
+            f"{split}_nll_key_ensemble": key_ensemble_nll(model, chorales[split], key_ensemble)
+            for split in ("valid", "test")
+        } | {"key_ensemble": key_ensemble}
     return {
         "jsb_path": str(jsb_path),
         "model": str(run_dir),
@@ -133,6 +167,7 @@ def score_jsb_model(
         "test_nll": scores["test"]["nll"],
         "valid_accuracy": scores["valid"]["accuracy"],
         "test_accuracy": scores["test"]["accuracy"],
+        **ensemble,
         "published_valid_nll": PUBLISHED,
         "params": model.num_parameters(),
     }
