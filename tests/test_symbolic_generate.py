@@ -138,7 +138,7 @@ def test_outputs_are_written(tmp_path):
     tokens, _ = sample_continuation(
         transformer_feeder(model, prompt.bar_steps), VOCAB, prompt, 30, generator=torch.Generator()
     )
-    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "reports" / "canon", 100.0)
+    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "reports" / "canon")
     assert out["prompt_notes"] == 12
     assert len(read_midi(out["midi"])) == out["notes"]
     assert Path(out["png"]).read_bytes()[:4] == b"\x89PNG"
@@ -150,7 +150,7 @@ def test_a_continuation_of_the_prompt_itself_matches_its_musicality(tmp_path):
     prompt = load_prompt("pachelbel", VOCAB, 2, None)
     shift = VOCAB.shift_token(prompt.bar_steps * 2 - int(prompt.beats[-1]))
     tokens = np.concatenate([prompt.tokens, [shift], prompt.tokens[1:], [2]])
-    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "canon", 100.0)["musicality"]
+    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "canon")["musicality"]
     assert out["in_prompt_key"] == 1.0
     assert out["density_ratio"] == pytest.approx(1.0)
     assert out["pitch_class_entropy"] == pytest.approx(out["prompt_pitch_class_entropy"])
@@ -191,3 +191,32 @@ def test_the_vanilla_model_and_the_ngram_continue_past_the_vanilla_positions(tmp
         tokens, beats = sample_continuation(feed, VOCAB, prompt, 80, generator=generator)
         assert len(tokens) >= len(prompt.tokens) + 80 > vanilla.config.seg_len
         check_valid(tokens, beats, tmp_path, name)
+
+
+def test_a_midi_prompt_leaves_drums_out_and_keeps_its_meter_and_tempo(tmp_path):
+    """A user's MIDI file with a drum track, in 3/4 at 72 bpm: the prompt holds the pitched
+    notes only, bars of 3 beats, and the continuation is written at the file's tempo."""
+    melody = pd.DataFrame(
+        {
+            "onset": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            "duration": 1.0,
+            "pitch": [67, 69, 71, 72, 74, 76],
+        }
+    )
+    drums = pd.DataFrame({"onset": [0.0, 1.5, 3.0], "duration": 0.25, "pitch": [36, 38, 42]})
+    notes = pd.concat(
+        [melody.assign(track=0, is_drum=False), drums.assign(track=1, is_drum=True)]
+    ).assign(program=0)
+    midi = write_midi(notes.assign(ts_num=3, ts_den=4), tmp_path / "waltz.mid", tempo_bpm=72.0)
+    prompt = load_prompt(str(midi), VOCAB, 2, None)
+    assert prompt.bar_steps == 3 * VOCAB.steps_per_beat
+    assert prompt.tempo_bpm == pytest.approx(72.0)
+    assert sorted(decode(prompt.tokens, VOCAB)[2]) == [67, 69, 71, 72, 74, 76]
+    tokens, _ = sample_continuation(
+        transformer_feeder(untrained_model(), prompt.bar_steps), VOCAB, prompt, 20
+    )
+    out = write_outputs(tokens, VOCAB, prompt, tmp_path / "waltz-continued")
+    assert read_midi(out["midi"])["tempo"].iloc[0] == pytest.approx(72.0)
+    drum_only = write_midi(drums.assign(track=0, is_drum=True), tmp_path / "drums.mid")
+    with pytest.raises(ValueError, match="only drum notes"):
+        load_prompt(str(drum_only), VOCAB, 2, None)

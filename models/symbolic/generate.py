@@ -10,6 +10,7 @@ prompt, continue it and write the MIDI and piano roll.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Callable
@@ -56,6 +57,7 @@ class Prompt:
     beats: np.ndarray
     bar_steps: int
     name: str
+    tempo_bpm: float = 100.0  # what the continuation is written at (a MIDI prompt's own)
 
 
 def prompt_from_notes(
@@ -87,9 +89,14 @@ def load_prompt(prompt: str, vocab: Vocab, bars: int, tokens_dir: str | Path | N
     path = Path(prompt)
     if path.suffix.lower() in (".mid", ".midi"):
         notes = read_midi(path)
+        # Drum hits are not pitches (the models never saw them: tokens leave them out).
+        pitched = notes[~notes["is_drum"].to_numpy(dtype=bool)]
+        if pitched.empty:
+            raise ValueError(f"prompt {path}: only drum notes, nothing pitched to continue")
         ts_num, ts_den = int(notes["ts_num"].iloc[0]), int(notes["ts_den"].iloc[0])
         bar = bar_steps(ts_num, ts_den, vocab.steps_per_beat)
-        return prompt_from_notes(notes, vocab, bars, bar, path.stem)
+        chosen = prompt_from_notes(pitched, vocab, bars, bar, path.stem)
+        return dataclasses.replace(chosen, tempo_bpm=float(notes["tempo"].iloc[0]))
     if tokens_dir is None:
         raise ValueError(f"prompt {prompt!r} is not a MIDI file and no tokens dataset was given")
     table = (
@@ -273,7 +280,7 @@ def write_piano_roll(notes: pd.DataFrame, path: str | Path, n_prompt: int, title
 
 
 def write_outputs(
-    tokens: np.ndarray, vocab: Vocab, prompt: Prompt, out_stem: str | Path, tempo_bpm: float
+    tokens: np.ndarray, vocab: Vocab, prompt: Prompt, out_stem: str | Path
 ) -> dict[str, Any]:
     """The continuation as `<stem>.mid` and a piano roll `<stem>.png`; returns paths, counts
     and the musicality of the continuation beside its prompt's (`musicality`)."""
@@ -282,7 +289,7 @@ def write_outputs(
     # Decoding sorts by (onset, pitch) and generated notes never come before the prompt's
     # (time only moves forward, a group's added pitches go up), so the prompt's notes lead.
     n_prompt = len(tokens_to_notes(prompt.tokens, vocab))
-    midi = write_midi(notes, f"{out_stem}.mid", tempo_bpm=tempo_bpm)
+    midi = write_midi(notes, f"{out_stem}.mid", tempo_bpm=prompt.tempo_bpm)
     png = write_piano_roll(notes, f"{out_stem}.png", n_prompt, Path(out_stem).name)
     prompt_bars = prompt.beats[-1] // prompt.bar_steps + 1 if len(prompt.beats) else 0
     continuation_start = prompt_bars * beats_per_bar  # the bar after the prompt's last
@@ -311,7 +318,6 @@ def generate(
     top_k: int,
     top_p: float,
     seed: int,
-    tempo_bpm: float = 100.0,
 ) -> dict[str, Any]:
     """Continue `prompt` (see `load_prompt`) with the model of `run_dir`, seeded; writes
     `<reports_dir>/<run>-<prompt>-seed<seed>.mid` and `.png` (`write_outputs`). The sampling
@@ -324,4 +330,4 @@ def generate(
         feed, vocab, chosen, length, temperature, top_k, top_p, generator
     )
     stem = Path(reports_dir) / f"{Path(run_dir).name}-{chosen.name}-seed{seed}"
-    return write_outputs(tokens, vocab, chosen, stem, tempo_bpm)
+    return write_outputs(tokens, vocab, chosen, stem)

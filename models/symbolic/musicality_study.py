@@ -204,12 +204,17 @@ def write_study_plot(study: Mapping[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     sources = list(study["sources"])
-    colors = {"real": "0.55", "music_transformer": "tab:blue"}
+    colors = {
+        "real": "0.55",
+        "music_transformer": "tab:blue",
+        "vanilla_transformer": "tab:orange",
+        "ngram": "tab:green",
+    }
     fig, axes = plt.subplots(2, 4, figsize=(14, 5.5), dpi=90)
     for ax, figure in zip(axes.flat, FIGURES, strict=True):
         values = [study["sources"][s].get(figure) for s in sources]
         heights = [np.nan if v is None else v for v in values]
-        ax.bar(range(len(sources)), heights, color=[colors.get(s, "tab:orange") for s in sources])
+        ax.bar(range(len(sources)), heights, color=[colors[s] for s in sources])
         prompt_value = study["prompts"].get(figure)
         if prompt_value is not None:
             ax.axhline(prompt_value, color="k", linestyle=":", linewidth=1)
