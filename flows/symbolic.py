@@ -16,10 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from datasets.inventory import batches
+from datasets.io import PROJECT_ROOT
 from datasets.symbolic.tokenizer import Vocab
 from flows.cli import run_cli
 from flows.params import CorpusParams, CorpusResult
@@ -86,6 +87,12 @@ class SymbolicParams(CorpusParams):
         "--stages evaluate scores that model on JSB's valid and test splits; none: skip it",
     )
 
+    shipped_model: str | None = Field(
+        "models/pretrained/music21",
+        description="The generate stage also continues the prompt with this shipped model "
+        "directory (relative paths from the repository root), next to the run's own; none, "
+        "or a directory not there: only the run's",
+    )
     jsb_key_ensemble: int = Field(
         0,
         ge=0,
@@ -116,6 +123,7 @@ class SymbolicResult(CorpusResult):
     n_parsed: int = 0
     n_parse_reused: int = 0
     generated: dict[str, Any] = Field(default_factory=dict)
+    generated_shipped: dict[str, Any] = Field(default_factory=dict)
     jsb: dict[str, Any] = Field(default_factory=dict)
     # The headline of this run's evaluation (the chorale tokens, or JSB for a --jsb model).
     valid_nll: float | None = None
@@ -147,6 +155,20 @@ def data_stage(params: SymbolicParams) -> dict[str, int | bool]:
     }
 
 
+def shipped_model_dir(name: str | None) -> Path | None:
+    """The shipped model directory `name` (relative to the repository root), when it is
+    there; a missing one is logged, as a checkout without that model is a normal state."""
+    if not name:
+        return None
+    path = Path(name) if Path(name).is_absolute() else PROJECT_ROOT / name
+    if not path.is_dir():
+        get_run_logger().info(
+            "no shipped model at %s: the prompt is continued by the run only", path
+        )
+        return None
+    return path
+
+
 @flow(name="symbolic")
 def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
     """Symbolic music: a corpus to tokens in all 12 keys, a Transformer-XL-style model and its
@@ -166,9 +188,7 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
     if "evaluate" in params.stages and not score_on_jsb:
         result["metrics"] = evaluate_symbolic_model(data_dir, result["run_dir"])
     if "generate" in params.stages:
-        result["generated"] = generate_continuation(
-            data_dir,
-            result["run_dir"],
+        sampling = (
             params.prompt,
             params.prompt_bars,
             params.length,
@@ -177,6 +197,10 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
             params.top_p,
             params.seed,
         )
+        result["generated"] = generate_continuation(data_dir, result["run_dir"], *sampling)
+        shipped = shipped_model_dir(params.shipped_model)
+        if shipped is not None and shipped.resolve() != Path(result["run_dir"]).resolve():
+            result["generated_shipped"] = generate_continuation(data_dir, str(shipped), *sampling)
     if params.jsb and score_on_jsb:
         if "evaluate" in params.stages:
             result["jsb"] = jsb_evaluate(

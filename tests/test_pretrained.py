@@ -128,3 +128,28 @@ def test_the_pretrained_flow_builds_exports_and_keeps_the_better(prefect_harness
     assert not pretrained_flow(params)["jsb"]["exported"]
     assert (shipped / "README.md").stat().st_mtime_ns == card_before
     assert pretrained_flow(params.model_copy(update={"force": True}))["jsb"]["exported"]
+
+
+def test_the_generate_stage_also_continues_the_prompt_with_the_shipped_model(
+    prefect_harness, trained, tmp_path, capsys
+):
+    """`make run`'s symbolic flow continues the prompt with the model it trains and, beside
+    it, with the shipped model; a shipped model that is not there leaves the run's alone."""
+    shipped = export_pretrained(
+        trained, tmp_path / "shipped-tiny", CARD, {}, {VOCAB_FILE: VOCAB.to_json()}
+    )
+    data_dir = tmp_path / "data"
+    write_symbolic(data_dir)
+    argv = ["--profile", "tiny", "--data-dir", str(data_dir), "--stages", "train", "generate"]
+    argv += ["--length", "30", "--prompt-bars", "2"]
+    run_cli(symbolic_flow, SymbolicParams, [*argv, "--shipped-model", str(shipped)])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    own, beside = result["generated"], result["generated_shipped"]
+    assert Path(own["midi"]).name == "tiny-seed0-pachelbel-seed0.mid"
+    assert Path(beside["midi"]).name == "shipped-tiny-pachelbel-seed0.mid"
+    for key in ("midi", "wav", "png"):
+        assert Path(beside[key]).is_file()
+    run_cli(symbolic_flow, SymbolicParams, [*argv, "--shipped-model", str(tmp_path / "none")])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["generated"]
+    assert not result["generated_shipped"]
