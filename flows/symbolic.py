@@ -31,6 +31,7 @@ from tasks.symbolic_model import (
     generate_continuation,
     jsb_benchmark,
     jsb_evaluate,
+    run_name,
     symbolic_run_dir,
     train_symbolic_baseline,
     train_symbolic_model,
@@ -87,6 +88,12 @@ class SymbolicParams(CorpusParams):
         "--stages evaluate scores that model on JSB's valid and test splits; none: skip it",
     )
 
+    init_from: str | None = Field(
+        None,
+        description="Fine-tune: start training from this model directory's weights (e.g. "
+        "models/pretrained/music21; same vocabulary), its architecture kept; the run is "
+        "<profile>-from-<model>-seed<seed>; none: a random init",
+    )
     shipped_model: str | None = Field(
         "models/pretrained/music21",
         description="The generate stage also continues the prompt with this shipped model "
@@ -176,13 +183,16 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
     data_dir = params.data_dir
     result: dict[str, Any] = data_stage(params) if "data" in params.stages else {}
     if "train" in params.stages:
-        result["run_dir"] = train_symbolic_model(data_dir, params.profile, params.seed)["run_dir"]
-        train_symbolic_baseline(data_dir, result["run_dir"], params.profile, params.seed)
+        init_from = params.init_from
+        trained = train_symbolic_model(data_dir, params.profile, params.seed, init_from)
+        result["run_dir"] = trained["run_dir"]
+        train_symbolic_baseline(data_dir, result["run_dir"], params.profile, params.seed, init_from)
     elif params.model:
         named = symbolic_run_dir(data_dir, params.model)
         result["run_dir"] = str(named if named.is_dir() else Path(params.model))
     else:
-        result["run_dir"] = str(symbolic_run_dir(data_dir, f"{params.profile}-seed{params.seed}"))
+        own_run = run_name(params.profile, params.seed, params.init_from)
+        result["run_dir"] = str(symbolic_run_dir(data_dir, own_run))
     # A model given with --jsb and no training is scored on the JSB splits, not on data_dir's.
     score_on_jsb = bool(params.jsb) and params.model is not None and "train" not in params.stages
     if "evaluate" in params.stages and not score_on_jsb:

@@ -19,6 +19,7 @@ from datasets.audio.render import render_midi_to_wav
 from datasets.io import sha256_json, write_bytes_atomic
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
+from models.checkpoint import load_config
 from models.symbolic.config import MusicConfig, TrainConfig, profile_configs
 from models.symbolic.generate import generate
 from models.symbolic.jsb import PUBLISHED, JsbRecipe, run_jsb_benchmark, score_jsb_model
@@ -82,14 +83,40 @@ def _train_and_publish(
     return result
 
 
+def run_configs(
+    vocab: Vocab, profile: str, seed: int, init_from: str | None = None
+) -> tuple[MusicConfig, TrainConfig]:
+    """The profile's model and training configs; fine-tuning (`init_from`, a model directory)
+    keeps that model's architecture and needs its vocabulary to be the data's."""
+    model_config, train_config = profile_configs(profile, vocab.size, seed)
+    if init_from is None:
+        return model_config, train_config
+    own_vocab = Path(init_from) / VOCAB_FILE
+    if own_vocab.is_file() and Vocab.from_json(own_vocab.read_text()) != vocab:
+        raise ValueError(
+            f"{own_vocab}: the model to fine-tune reads another vocabulary than the data's "
+            "(tokenize the corpus with its steps per beat, durations and shifts)"
+        )
+    return load_config(init_from, MusicConfig), dataclasses.replace(
+        train_config, init_from=str(init_from)
+    )
+
+
+def run_name(profile: str, seed: int, init_from: str | None = None) -> str:
+    """`<profile>-seed<seed>`, or `<profile>-from-<model>-seed<seed>` for a fine-tuning run."""
+    start = f"-from-{Path(init_from).name}" if init_from else ""
+    return f"{profile}{start}-seed{seed}"
+
+
 @task(name="symbolic-train", cache_policy=NO_CACHE)
 def train_symbolic_model(
-    data_dir: str, profile: str, seed: int, run_name: str | None = None
+    data_dir: str, profile: str, seed: int, init_from: str | None = None
 ) -> dict[str, Any]:
-    """Train the model (resuming a killed run); `train_symbolic_baseline` trains its baseline."""
+    """Train the model (resuming a killed run; from the weights of `init_from` when given);
+    `train_symbolic_baseline` trains its baseline."""
     tokens_dir, vocab = symbolic_paths(data_dir)
-    run_dir = symbolic_run_dir(data_dir, run_name or f"{profile}-seed{seed}")
-    model_config, train_config = profile_configs(profile, vocab.size, seed)
+    run_dir = symbolic_run_dir(data_dir, run_name(profile, seed, init_from))
+    model_config, train_config = run_configs(vocab, profile, seed, init_from)
     # A run belongs to the tokens it was trained on: when the data stage has rebuilt them since
     # (a file added, a parameter changed), the old run (its baseline too) is trained afresh.
     configs = [dataclasses.asdict(model_config), dataclasses.asdict(train_config)]
@@ -104,11 +131,15 @@ def train_symbolic_model(
 
 
 @task(name="symbolic-train-baseline", cache_policy=NO_CACHE)
-def train_symbolic_baseline(data_dir: str, run_dir: str, profile: str, seed: int) -> dict[str, Any]:
+def train_symbolic_baseline(
+    data_dir: str, run_dir: str, profile: str, seed: int, init_from: str | None = None
+) -> dict[str, Any]:
     """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
-    batch: the same token budget) into `run_dir/baselines/vanilla_transformer`."""
+    batch: the same token budget) into `run_dir/baselines/vanilla_transformer`; always from a
+    random init (a fine-tuned model's baseline has no weights to start from)."""
     _, vocab = symbolic_paths(data_dir)
-    model_config, train_config = profile_configs(profile, vocab.size, seed)
+    model_config, train_config = run_configs(vocab, profile, seed, init_from)
+    train_config = dataclasses.replace(train_config, init_from=None)
     label = f"{Path(run_dir).name}-vanilla"
     vanilla = model_config.vanilla()
     return _train_and_publish(data_dir, Path(run_dir) / VANILLA_DIR, label, vanilla, train_config)

@@ -4,23 +4,26 @@ replacing only better models, the flow that builds them, generation with nothing
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from symbolic_corpus import VOCAB, write_symbolic
 from test_jsb import write_jsb
 
 import models.pretrained as pretrained
-from datasets.symbolic.tokenizer import VOCAB_FILE
+from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from flows.cli import run_cli
 from flows.pretrained import PretrainedParams, pretrained_flow
 from flows.symbolic import SymbolicParams, symbolic_flow
-from models.checkpoint import CONFIG_FILE, MODEL_FILE
+from models.checkpoint import CONFIG_FILE, MODEL_FILE, load_config
 from models.pretrained import ModelCard, export_pretrained, improves_on_shipped
-from models.symbolic.config import profile_configs
-from models.symbolic.train import train
+from models.symbolic.config import PROFILES, MusicConfig, profile_configs
+from models.symbolic.train import METRICS_PARQUET, train
 from models.symbolic.transformer import MusicTransformer
+from tasks.symbolic_model import run_configs
 
 torch.set_num_threads(1)
 
@@ -153,3 +156,33 @@ def test_the_generate_stage_also_continues_the_prompt_with_the_shipped_model(
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["generated"]
     assert not result["generated_shipped"]
+
+
+def test_fine_tuning_starts_from_the_shipped_weights(trained, tmp_path):
+    """`init_from` starts a run from a model directory's weights: its first logged loss is the
+    trained model's, far below a random init's on the same data and settings."""
+    model_dir = export_pretrained(trained, tmp_path / "shipped", CARD, {})
+    tokens = trained.parents[2] / "symbolic" / "tokens"
+    splits = tokens / "train.parquet", tokens / "valid.parquet"
+    model_config = load_config(model_dir, MusicConfig)
+    fresh = replace(PROFILES["tiny"], steps=10, log_every=5, checkpoint_every=10)
+    tuned = replace(fresh, init_from=str(model_dir))
+    train(tmp_path / "fresh", *splits, model_config, fresh)
+    train(tmp_path / "tuned", *splits, model_config, tuned)
+
+    def first_loss(run: str) -> float:
+        return pq.read_table(tmp_path / run / METRICS_PARQUET).column("train_loss")[0].as_py()
+
+    assert first_loss("tuned") < first_loss("fresh") - 1.0
+
+
+def test_fine_tuning_refuses_another_vocabulary(trained, tmp_path):
+    model_dir = export_pretrained(
+        trained, tmp_path / "shipped", CARD, {}, {VOCAB_FILE: VOCAB.to_json()}
+    )
+    other = Vocab(steps_per_beat=4, max_duration=32, max_shift=16)
+    with pytest.raises(ValueError, match=r"vocab\.json: the model to fine-tune reads another"):
+        run_configs(other, "tiny", 0, str(model_dir))
+    model_config, train_config = run_configs(VOCAB, "tiny", 0, str(model_dir))
+    assert model_config == load_config(model_dir, MusicConfig)
+    assert train_config.init_from == str(model_dir)

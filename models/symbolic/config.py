@@ -96,6 +96,9 @@ class TrainConfig:
     shuffle_buffer: int = 256
     seed: int = 0
     bf16: bool = False  # autocast on a CPU with native bf16; on CUDA bf16 is always used
+    # A model directory whose weights start the run instead of a random init (fine-tuning a
+    # shipped model on another corpus, or a second schedule after a finished run).
+    init_from: str | None = None
 
 
 # The training settings of each profile (its model is the preset of the same name).

@@ -40,6 +40,7 @@ from models.checkpoint import (
     finish_checkpoint,
     load_checkpoint,
     load_config,
+    load_weights,
     pick_device,
     save_checkpoint,
 )
@@ -157,6 +158,9 @@ def train(
         state = load_checkpoint(run_dir, model, optimizer)
         mems = _load_memory(run_dir, device)
         log(f"resuming {run_dir} at step {state['step']}")
+    elif train_config.init_from:
+        load_weights(train_config.init_from, model)  # refused with the file and the reason
+        log(f"starting {run_dir} from the weights of {train_config.init_from}")
     start = 0 if state is None else int(state["step"])
     rows = _read_metrics(run_dir, start)
     write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_config))
