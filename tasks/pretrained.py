@@ -19,10 +19,18 @@ from datasets.symbolic.tokenizer import VOCAB_FILE
 from models.pretrained import ModelCard, export_pretrained, hardware, improves_on_shipped
 from models.symbolic.jsb import PUBLISHED, score_jsb_model
 from models.symbolic.run import METRICS_JSON, train_seconds, trained_steps
+from models.symbolic.train import TRAIN_CONFIG_FILE
 from tasks.common import publish_table
 
 # Semitones up and down the shipped JSB model's key-averaged figures mix.
 KEY_ENSEMBLE = 3
+
+
+def training_stages(run_dir: Path) -> list[Path]:
+    """The run directories whose training made `run_dir`'s weights, first stage first (a run
+    started from another's weights, `init_from`, follows it)."""
+    init_from = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text()).get("init_from")
+    return [*training_stages(Path(init_from)), run_dir] if init_from else [run_dir]
 
 
 def _wall_time(seconds: float | None) -> str:
@@ -57,15 +65,18 @@ def export_jsb_model(
 ) -> dict[str, Any]:
     """The JSB benchmark run of `result` (`symbolic-jsb-benchmark`) as a shipped model."""
     run_dir = Path(result["run_dir"])
-    keys = ("valid_nll", "test_nll", "valid_accuracy", "test_accuracy", "params", "steps")
+    stages = training_stages(run_dir)
+    seconds = [train_seconds(stage) for stage in stages]
+    keys = ("valid_nll", "test_nll", "valid_accuracy", "test_accuracy", "params")
     ensemble = score_jsb_model(result["jsb_path"], run_dir, run_dir.parent / "scored", KEY_ENSEMBLE)
     ensemble_keys = ("key_ensemble", "valid_nll_key_ensemble", "test_nll_key_ensemble")
     metrics = {key: result[key] for key in keys} | {key: ensemble[key] for key in ensemble_keys}
     metrics |= {
         "unit": "mean NLL in nats per token after bos, each chorale on its own (Huang et al. 2018)",
         "pieces": result["pieces"],
-        "tokens_trained": result["tokens_trained"],
-        "train_seconds": train_seconds(run_dir),
+        "steps": sum(trained_steps(stage) for stage in stages),
+        "stages": [{"run": stage.name, "steps": trained_steps(stage)} for stage in stages],
+        "train_seconds": None if None in seconds else sum(seconds),
         "published_valid_nll": PUBLISHED,
     }
     card = ModelCard(
@@ -76,7 +87,7 @@ def export_jsb_model(
         f"in every key their four voices fit ({result['pieces']['train']} sequences); valid and "
         "test as given. Serialization in `vocab.json`.",
         command=command,
-        steps=result["steps"],
+        steps=metrics["steps"],
         wall_time=_wall_time(metrics["train_seconds"]),
         hardware=hardware(),
         metrics={

@@ -122,6 +122,10 @@ def test_the_pretrained_flow_builds_exports_and_keeps_the_better(prefect_harness
     metrics = json.loads((shipped / "metrics.json").read_text())
     assert metrics["valid_nll"] == first["valid_nll"]
     assert metrics["pieces"]["train"] > 4  # the training chorales in the keys they fit
+    # Two stages, the second from the first's weights: the card counts both.
+    assert [stage["steps"] for stage in metrics["stages"]] == [60, 60]
+    assert metrics["steps"] == 120
+    assert "- steps: 120" in (shipped / "README.md").read_text()
     assert json.loads((shipped / VOCAB_FILE).read_text())["size"] == 132
     assert (
         "python -m flows.pretrained --names jsb --seed 0 --profile tiny"

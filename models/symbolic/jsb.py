@@ -68,11 +68,18 @@ class JsbRecipe:
     vanilla: bool = True
     transpose: bool = False
     dropout: float | None = None  # None: the preset's
+    lr: float | None = None  # peak learning rate; None: the profile's
+    warmup: int | None = None  # None: the profile's
+    init_from: str | None = None  # start from this model directory's weights
 
 
-# The shipped models/pretrained/jsb: every key each training chorale fits, strong dropout, and
-# twice the full profile's steps (the 7x larger epochs still fall in valid NLL at 4,000).
+# The shipped models/pretrained/jsb, in two stages: every key each training chorale fits, strong
+# dropout, twice the full profile's steps (the 7x larger epochs still fall in valid NLL at
+# 4,000); then, from those weights, a second cosine schedule at a third of the peak rate.
 SHIPPED_RECIPE = JsbRecipe("transposed", steps=4000, vanilla=False, transpose=True, dropout=0.2)
+SHIPPED_RESTART = dataclasses.replace(
+    SHIPPED_RECIPE, name="transposed-restart", steps=1000, lr=3e-4, warmup=50
+)
 
 
 def write_jsb_tokens(
@@ -184,10 +191,13 @@ def run_jsb_benchmark(
     vanilla: bool = True,
     transpose: bool = False,
     dropout: float | None = None,
+    lr: float | None = None,
+    warmup: int | None = None,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
     """Serialize, train (the model, and the vanilla baseline unless `vanilla` is False), score
-    with the n-gram baseline too; writes out_dir/jsb_benchmark.json. `steps` overrides the
-    profile's step count."""
+    with the n-gram baseline too; writes out_dir/jsb_benchmark.json. `steps`, `lr` and
+    `warmup` override the profile's; `init_from` starts from a model directory's weights."""
     out_dir = Path(out_dir)
     tokens_dir = out_dir / "tokens"
     pieces = write_jsb_tokens(jsb_path, tokens_dir, transpose)
@@ -195,8 +205,10 @@ def run_jsb_benchmark(
     model_config, train_config = profile_configs(
         profile, JSB_VOCAB_SIZE, seed, max_bar_steps=16, **overrides
     )
-    if steps is not None:
-        train_config = dataclasses.replace(train_config, steps=steps)
+    changes = {"steps": steps, "lr": lr, "warmup": warmup, "init_from": init_from}
+    train_config = dataclasses.replace(
+        train_config, **{key: value for key, value in changes.items() if value is not None}
+    )
     if vanilla:
         training = train_with_baseline(
             out_dir / "run", tokens_dir, model_config, train_config, progress, log
