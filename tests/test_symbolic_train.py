@@ -259,3 +259,19 @@ def test_a_finished_run_keeps_the_weights_of_its_best_validation(symbolic, tmp_p
     resumed = train(tmp_path / "resumed", *paths, model_config, train_config, progress)
     assert resumed["best_step"] == 16
     assert _run_files(tmp_path / "resumed") == _run_files(straight)
+
+
+def test_a_run_begun_before_a_new_training_field_still_resumes(symbolic, tmp_path):
+    """A train_config.json written before a TrainConfig field existed resumes with that
+    field's default; a changed setting is still refused."""
+    paths = symbolic / "tokens" / "train.parquet", symbolic / "tokens" / "valid.parquet"
+    model_config = MusicConfig.preset("tiny", VOCAB.size)
+    train_config = replace(PROFILES["tiny"], steps=16, checkpoint_every=8)
+    train(tmp_path / "run", *paths, model_config, train_config, stop_at=8)
+    saved_path = tmp_path / "run" / "train_config.json"
+    saved = json.loads(saved_path.read_text())
+    del saved["init_from"]  # as written before fine-tuning existed
+    saved_path.write_text(json.dumps(saved))
+    assert train(tmp_path / "run", *paths, model_config, train_config)["resumed_from"] == 8
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        train(tmp_path / "run", *paths, model_config, replace(train_config, lr=0.5))

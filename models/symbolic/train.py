@@ -150,7 +150,9 @@ def train(
     mems: list[torch.Tensor] = []
     if finish_checkpoint(run_dir):  # a checkpoint a kill interrupted is completed or discarded
         saved = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
-        same_training = saved == dataclasses.asdict(train_config)
+        # Fields added to TrainConfig since the run began take their defaults.
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        same_training = set(saved) <= known and TrainConfig(**saved) == train_config
         if load_config(run_dir, MusicConfig) != model_config or not same_training:
             raise ValueError(
                 f"{run_dir} holds a run with other settings; resume it unchanged or use a new run"
