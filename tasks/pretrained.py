@@ -123,6 +123,11 @@ def export_music21_model(
     run_dir = Path(result["run_dir"])
     evaluation = json.loads((run_dir / METRICS_JSON).read_text())
     study = evaluation["musicality"]
+    if not study["n_prompts"]:
+        raise ValueError(
+            f"{run_dir / METRICS_JSON}: the musicality study found no test piece long enough; "
+            "a shipped continuation model needs it measured"
+        )
     model, real = study["sources"]["music_transformer"], study["sources"]["real"]
     baselines = evaluation["baselines"]
     metrics = {

@@ -10,10 +10,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from prefect import flow
 from symbolic_corpus import VOCAB, write_symbolic
 from test_jsb import write_jsb
 
 import models.pretrained as pretrained
+from datasets.io import write_bytes_atomic
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from flows.cli import run_cli
 from flows.pretrained import PretrainedParams, pretrained_flow
@@ -21,8 +23,11 @@ from flows.symbolic import SymbolicParams, symbolic_flow
 from models.checkpoint import CONFIG_FILE, MODEL_FILE, load_config
 from models.pretrained import ModelCard, export_pretrained, improves_on_shipped
 from models.symbolic.config import PROFILES, MusicConfig, profile_configs
+from models.symbolic.musicality_study import StudyConfig
+from models.symbolic.run import evaluate_run
 from models.symbolic.train import METRICS_PARQUET, train
 from models.symbolic.transformer import MusicTransformer
+from tasks.pretrained import export_music21_model
 from tasks.symbolic_model import run_configs
 
 torch.set_num_threads(1)
@@ -190,3 +195,32 @@ def test_fine_tuning_refuses_another_vocabulary(trained, tmp_path):
     model_config, train_config = run_configs(VOCAB, "tiny", 0, str(model_dir))
     assert model_config == load_config(model_dir, MusicConfig)
     assert train_config.init_from == str(model_dir)
+
+
+def test_the_music21_export_carries_the_vocabulary_and_the_musicality_study(
+    prefect_harness, trained, tmp_path
+):
+    """The general model's export from a symbolic flow's result: its vocabulary, NLL beside
+    the baselines and the held-out prompts' musicality in metrics.json and on the card; a run
+    whose study measured nothing is refused."""
+    tokens = trained.parents[2] / "symbolic" / "tokens"
+    write_bytes_atomic(trained / VOCAB_FILE, VOCAB.to_json().encode())
+    result = {"run_dir": str(trained), "n_rejected": 1}
+    result |= {f"pieces_{split}": n for split, n in {"train": 6, "valid": 2, "test": 2}.items()}
+
+    @flow
+    def export(study: StudyConfig) -> dict:
+        evaluate_run(trained, tokens, vocab=VOCAB, study=study)
+        return export_music21_model(result, str(tmp_path / "music21"), "make pretrained")
+
+    assert export(StudyConfig(n_prompts=2, prompt_bars=2, continuation_bars=3))["exported"]
+    shipped = tmp_path / "music21"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["musicality"]["n_prompts"] == 2
+    assert set(metrics["baselines_test_nll"]) == {"ngram"}
+    assert Vocab.from_json((shipped / VOCAB_FILE).read_text()) == VOCAB
+    card = (shipped / "README.md").read_text()
+    assert "in prompt key (model / real)" in card
+    assert "1 files rejected" in card
+    with pytest.raises(ValueError, match="no test piece long enough"):
+        export(StudyConfig(prompt_bars=4, continuation_bars=8))
