@@ -75,7 +75,9 @@ def export_jsb_model(
         "unit": "mean NLL in nats per token after bos, each chorale on its own (Huang et al. 2018)",
         "pieces": result["pieces"],
         "steps": sum(trained_steps(stage) for stage in stages),
-        "stages": [{"run": stage.name, "steps": trained_steps(stage)} for stage in stages],
+        "stages": [
+            {"run": "/".join(stage.parts[-2:]), "steps": trained_steps(stage)} for stage in stages
+        ],
         "train_seconds": None if None in seconds else sum(seconds),
         "published_valid_nll": PUBLISHED,
     }

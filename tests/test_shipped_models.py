@@ -39,8 +39,8 @@ def test_a_shipped_model_is_complete_small_and_loads(name):
 @pytest.mark.skipif(not JSB.is_file(), reason=f"{JSB} is not here")
 def test_the_shipped_jsb_model_scores_what_its_card_says(prefect_harness, tmp_path, capsys):
     """The issue's command on the shipped model: nothing trained, the last line one JSON
-    object; the numbers are the card's: in one pass below the published vanilla Transformer's
-    0.417, and averaged over 7 keys at most 0.40."""
+    object; the numbers are the card's: at most 0.40 in one pass (below the published vanilla
+    Transformer's 0.417), and lower still averaged over 7 keys."""
     model_dir = SHIPPED / "jsb"
     argv = ["--jsb", str(JSB), "--stages", "evaluate", "--model", str(model_dir)]
     run_cli(symbolic_flow, SymbolicParams, [*argv, "--data-dir", str(tmp_path)])
@@ -48,5 +48,5 @@ def test_the_shipped_jsb_model_scores_what_its_card_says(prefect_harness, tmp_pa
     shipped = json.loads((model_dir / METRICS_FILE).read_text())
     assert printed["valid_nll"] == pytest.approx(shipped["valid_nll"], abs=1e-6)
     assert printed["test_nll"] == pytest.approx(shipped["test_nll"], abs=1e-6)
-    assert printed["valid_nll"] < 0.417
-    assert shipped["valid_nll_key_ensemble"] <= 0.40
+    assert printed["valid_nll"] <= 0.40
+    assert shipped["valid_nll_key_ensemble"] < printed["valid_nll"]
