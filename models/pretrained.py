@@ -77,7 +77,7 @@ def card_markdown(card: ModelCard, files: list[str]) -> str:
         + (f"## Notes\n\n{notes}\n" if notes else "")
         + "Files: "
         + ", ".join(f"`{name}`" for name in files)
-        + ". Load with `--model` this directory; nothing is unpickled.\n"
+        + ". Pass this directory to `--model`; nothing is unpickled.\n"
     )
 
 
@@ -96,6 +96,10 @@ def export_pretrained(
     vocabulary), metrics.json and the model card; refused (nothing replaced) when the weights
     exceed `MAX_MODEL_BYTES`."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    pending = out_dir.with_name(f".{out_dir.name}.pending")
+    retired = out_dir.with_name(f".{out_dir.name}.old")
+    if retired.is_dir() and not out_dir.exists():  # a kill between the two renames below
+        retired.rename(out_dir)
     weights = run_dir / MODEL_FILE
     size = weights.stat().st_size
     if size > MAX_MODEL_BYTES:
@@ -103,7 +107,6 @@ def export_pretrained(
             f"{weights}: {size / 1e6:.1f} MB of weights, over the {MAX_MODEL_BYTES / 1e6:.0f} MB "
             "a shipped model may take (every committed weight stays in git history)"
         )
-    pending = out_dir.with_name(f".{out_dir.name}.pending")
     shutil.rmtree(pending, ignore_errors=True)
     pending.mkdir(parents=True)
     shutil.copyfile(weights, pending / MODEL_FILE)
@@ -113,7 +116,6 @@ def export_pretrained(
     write_json_atomic(pending / METRICS_FILE, dict(metrics))
     files = sorted(path.name for path in pending.iterdir())
     write_bytes_atomic(pending / CARD_FILE, card_markdown(card, files).encode())
-    retired = out_dir.with_name(f".{out_dir.name}.old")
     shutil.rmtree(retired, ignore_errors=True)
     if out_dir.exists():
         out_dir.rename(retired)

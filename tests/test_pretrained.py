@@ -224,3 +224,15 @@ def test_the_music21_export_carries_the_vocabulary_and_the_musicality_study(
     assert "1 files rejected" in card
     with pytest.raises(ValueError, match="no test piece long enough"):
         export(StudyConfig(prompt_bars=4, continuation_bars=8))
+
+
+def test_a_kill_between_the_renames_loses_no_shipped_model(trained, tmp_path, monkeypatch):
+    """Killed after the shipped directory was set aside and before the new one moved in: the
+    next export puts the old one back first, even when that export is then refused."""
+    out = export_pretrained(trained, tmp_path / "tiny", CARD, {"test_nll": 1.25})
+    out.rename(tmp_path / ".tiny.old")  # where the kill left it
+    monkeypatch.setattr(pretrained, "MAX_MODEL_BYTES", 1000)
+    with pytest.raises(ValueError, match="over the"):
+        export_pretrained(trained, out, CARD, {"test_nll": 1.0})
+    assert json.loads((out / "metrics.json").read_text()) == {"test_nll": 1.25}
+    assert not (tmp_path / ".tiny.old").exists()
