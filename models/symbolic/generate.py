@@ -273,6 +273,14 @@ def write_piano_roll(notes: pd.DataFrame, path: str | Path, n_prompt: int, title
     ax.set_xlabel("beats")
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title)
+    return write_figure(fig, path)
+
+
+def write_figure(fig: Any, path: str | Path) -> Path:
+    """A matplotlib figure as a PNG, atomically, without a timestamp (same plot, same bytes);
+    the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)

@@ -18,7 +18,6 @@ deterministic. Figures are averaged over prompts (NaN where undefined for a prom
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -29,7 +28,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datasets.io import write_bytes_atomic
 from datasets.symbolic.musicality import continuation_musicality
 from datasets.symbolic.tokenizer import Vocab
 from models.symbolic.data import Piece, read_pieces
@@ -41,6 +39,7 @@ from models.symbolic.generate import (
     sample_continuation,
     tokens_to_notes,
     transformer_feeder,
+    write_figure,
 )
 from models.symbolic.ngram import NGram
 from models.symbolic.transformer import MusicTransformer
@@ -225,7 +224,4 @@ def write_study_plot(study: Mapping[str, Any], path: str | Path) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return write_bytes_atomic(path, buffer.getvalue())
+    return write_figure(fig, path)
