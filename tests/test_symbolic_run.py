@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
-from symbolic_corpus import VOCAB, write_symbolic
+from symbolic_corpus import VOCAB, piece_notes, write_symbolic
 
+from datasets.symbolic.midi import write_midi
+from datasets.symbolic.tokenizer import VOCAB_FILE
 from models.symbolic.config import profile_configs
-from models.symbolic.musicality_study import SOURCES, StudyConfig, study_rows
+from models.symbolic.musicality_study import (
+    SOURCES,
+    StudyConfig,
+    main,
+    midi_prompt_study,
+    study_rows,
+)
 from models.symbolic.run import METRICS_JSON, MUSICALITY_PNG, evaluate_run, train_with_baseline
 from models.symbolic.transformer import MusicTransformer
 
@@ -93,3 +102,32 @@ def test_the_study_is_empty_when_no_test_piece_is_long_enough(run):
     metrics = evaluate_run(run_dir, tokens_dir, vocab=VOCAB, study=long_study)
     assert metrics["musicality"]["n_prompts"] == 0
     assert metrics["musicality"]["sources"] == {}
+
+
+def test_the_study_of_users_midi_files_lists_what_it_cannot_use(run, tmp_path, capsys):
+    """A model directory on MIDI files from elsewhere: the model beside each file's own next
+    bars; a corrupt file and one too short are rejected by name, the rest still measured."""
+    run_dir, _, _ = run
+    (run_dir / VOCAB_FILE).write_text(VOCAB.to_json())
+    for index in range(2):
+        onset, duration, pitch = piece_notes(index)
+        notes = pd.DataFrame({"onset": onset / 4, "duration": duration / 4, "pitch": pitch})
+        write_midi(notes, tmp_path / f"song{index}.mid")
+    onset, duration, pitch = piece_notes(0, repeats=1)  # 2 bars: shorter than prompt + 1
+    short = pd.DataFrame({"onset": onset / 4, "duration": duration / 4, "pitch": pitch})
+    write_midi(short, tmp_path / "short.mid")
+    (tmp_path / "broken.mid").write_bytes(b"MThd\x00\x00")
+    study = midi_prompt_study(run_dir, sorted(tmp_path.glob("*.mid")), SHORT_STUDY)
+    assert study["n_prompts"] == 2
+    assert {row["piece_id"] for row in study["per_prompt"]} == {"song0", "song1"}
+    assert set(study["sources"]) == {"real", "music_transformer"}
+    assert study["sources"]["real"]["in_prompt_key"] >= 0.9
+    reasons = {Path(row["file"]).name: row["reason"] for row in study["rejected"]}
+    assert set(reasons) == {"broken.mid", "short.mid"}
+    assert "broken.mid" in reasons["broken.mid"]
+    assert "truncated" in reasons["broken.mid"]
+    assert reasons["short.mid"] == "shorter than 3 bars"
+    assert midi_prompt_study(run_dir, sorted(tmp_path.glob("*.mid")), SHORT_STUDY) == study
+    main(["--model", str(run_dir), str(tmp_path), "--prompt-bars", "2", "--continuation-bars", "3"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["sources"] == study["sources"]

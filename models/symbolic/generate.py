@@ -81,6 +81,21 @@ def cut_prompt(
     return Prompt(tokens[keep], beats[keep], bar_steps, name)
 
 
+def read_midi_piece(path: str | Path, vocab: Vocab) -> Prompt:
+    """A whole MIDI file's pitched notes as tokens (drum hits left out: the models never saw
+    them), on the grid of its first time signature, with its first tempo."""
+    path = Path(path)
+    notes = read_midi(path)
+    pitched = notes[~notes["is_drum"].to_numpy(dtype=bool)]
+    if pitched.empty:
+        raise ValueError(f"prompt {path}: only drum notes, nothing pitched to continue")
+    ts_num, ts_den = int(notes["ts_num"].iloc[0]), int(notes["ts_den"].iloc[0])
+    q = quantize(pitched["onset"], pitched["duration"], pitched["pitch"], vocab.steps_per_beat)
+    tokens, beats = encode(q.onset, q.duration, q.pitch, vocab)
+    bar = bar_steps(ts_num, ts_den, vocab.steps_per_beat)
+    return Prompt(tokens, beats, bar, path.stem, tempo_bpm=float(notes["tempo"].iloc[0]))
+
+
 def load_prompt(prompt: str, vocab: Vocab, bars: int, tokens_dir: str | Path | None) -> Prompt:
     """`prompt` is "pachelbel", a MIDI file path, or a piece id in the tokens dataset."""
     if prompt == "pachelbel":
@@ -88,15 +103,11 @@ def load_prompt(prompt: str, vocab: Vocab, bars: int, tokens_dir: str | Path | N
         return prompt_from_notes(pachelbel_notes(), vocab, bars, bar, "pachelbel")
     path = Path(prompt)
     if path.suffix.lower() in (".mid", ".midi"):
-        notes = read_midi(path)
-        # Drum hits are not pitches (the models never saw them: tokens leave them out).
-        pitched = notes[~notes["is_drum"].to_numpy(dtype=bool)]
-        if pitched.empty:
-            raise ValueError(f"prompt {path}: only drum notes, nothing pitched to continue")
-        ts_num, ts_den = int(notes["ts_num"].iloc[0]), int(notes["ts_den"].iloc[0])
-        bar = bar_steps(ts_num, ts_den, vocab.steps_per_beat)
-        chosen = prompt_from_notes(pitched, vocab, bars, bar, path.stem)
-        return dataclasses.replace(chosen, tempo_bpm=float(notes["tempo"].iloc[0]))
+        whole = read_midi_piece(path, vocab)
+        chosen = cut_prompt(
+            whole.tokens, whole.beats, bars * whole.bar_steps, whole.bar_steps, whole.name
+        )
+        return dataclasses.replace(chosen, tempo_bpm=whole.tempo_bpm)
     if tokens_dir is None:
         raise ValueError(f"prompt {prompt!r} is not a MIDI file and no tokens dataset was given")
     table = (

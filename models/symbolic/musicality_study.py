@@ -28,14 +28,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from datasets.io import RejectedInput
 from datasets.symbolic.musicality import continuation_musicality
-from datasets.symbolic.tokenizer import Vocab
+from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from models.symbolic.data import Piece, read_pieces
 from models.symbolic.generate import (
     Feeder,
     Prompt,
     cut_prompt,
     ngram_feeder,
+    read_midi_piece,
     sample_continuation,
     tokens_to_notes,
     transformer_feeder,
@@ -118,22 +120,34 @@ def musicality_study(
         vanilla = MusicTransformer.load(vanilla_dir)
         feeders["vanilla_transformer"] = lambda bar_steps: transformer_feeder(vanilla, bar_steps)
     pieces = held_out_pieces(test_path, config)
+    prompts = [(p.piece_id, p.tokens, p.beats, p.bar_steps) for p in pieces]
+    return study_prompts(prompts, feeders, vocab, config)
+
+
+def study_prompts(
+    prompts: list[tuple[str, np.ndarray, np.ndarray, int]],
+    feeders: Mapping[str, Callable[[int], Feeder]],
+    vocab: Vocab,
+    config: StudyConfig,
+) -> dict[str, Any]:
+    """The study's figures for `prompts`, each (name, tokens, beats, bar_steps) of a whole
+    piece: its first `prompt_bars` bars are continued by every feeder, and what follows them in
+    the piece is the `real` continuation."""
     per_prompt = []
-    for index, piece in enumerate(pieces):
-        bar = piece.bar_steps
+    for index, (name, tokens, beats, bar) in enumerate(prompts):
         prompt_steps = config.prompt_bars * bar
         end_steps = prompt_steps + config.continuation_bars * bar
         window = prompt_steps / vocab.steps_per_beat, end_steps / vocab.steps_per_beat
-        prompt = cut_prompt(piece.tokens, piece.beats, prompt_steps, bar, piece.piece_id)
-        prompt_notes, real = split_at(piece.tokens, vocab, bar, *window)
+        prompt = cut_prompt(tokens, beats, prompt_steps, bar, name)
+        prompt_notes, real = split_at(tokens, vocab, bar, *window)
         continuations = {"real": real}
-        for name, make_feeder in feeders.items():
-            tokens = _continue(make_feeder(bar), vocab, prompt, end_steps, config, index)
-            continuations[name] = split_at(tokens, vocab, bar, *window)[1]
+        for source, make_feeder in feeders.items():
+            continued = _continue(make_feeder(bar), vocab, prompt, end_steps, config, index)
+            continuations[source] = split_at(continued, vocab, bar, *window)[1]
         for source, notes in continuations.items():
             figures = continuation_musicality(prompt_notes, notes)
-            per_prompt.append({"piece_id": piece.piece_id, "source": source, **figures})
-    if not pieces:  # no test piece is long enough: an empty study, said so
+            per_prompt.append({"piece_id": name, "source": source, **figures})
+    if not prompts:  # no piece is long enough: an empty study, said so
         return {"config": asdict(config), "n_prompts": 0, "sources": {}, "prompts": {}}
     table = pd.DataFrame(per_prompt)
     sources = {
@@ -142,14 +156,40 @@ def musicality_study(
         if (table.source == source).any()
     }
     prompt_figures = [f"prompt_{f}" for f in FIGURES if f"prompt_{f}" in table]
-    prompts = _means(table[table.source == "real"], prompt_figures)
+    prompt_means = _means(table[table.source == "real"], prompt_figures)
     return {
         "config": asdict(config),
-        "n_prompts": len(pieces),
+        "n_prompts": len(prompts),
         "sources": sources,
-        "prompts": {key.removeprefix("prompt_"): value for key, value in prompts.items()},
+        "prompts": {key.removeprefix("prompt_"): value for key, value in prompt_means.items()},
         "per_prompt": [_json_row(row) for row in per_prompt],
     }
+
+
+def midi_prompt_study(
+    run_dir: str | Path, midi_paths: list[Path], config: StudyConfig = StudyConfig()
+) -> dict[str, Any]:
+    """The study of a model directory (its own vocab.json) on MIDI files from outside its
+    corpus: each file's first bars continued by the model beside the file's own next bars.
+    Files that do not read, or are shorter than the prompt and one bar, are listed in
+    `rejected` with the reason and left out."""
+    run_dir = Path(run_dir)
+    vocab = Vocab.from_json((run_dir / VOCAB_FILE).read_text())
+    model = MusicTransformer.load(run_dir)
+    prompts, rejected = [], []
+    for path in sorted(midi_paths):
+        try:
+            piece = read_midi_piece(path, vocab)
+        except (RejectedInput, ValueError) as exc:
+            rejected.append({"file": str(path), "reason": str(exc)})
+            continue
+        if piece.beats.max() < (config.prompt_bars + 1) * piece.bar_steps:
+            reason = f"shorter than {config.prompt_bars + 1} bars"
+            rejected.append({"file": str(path), "reason": reason})
+            continue
+        prompts.append((piece.name, piece.tokens, piece.beats, piece.bar_steps))
+    feeders = {"music_transformer": lambda bar_steps: transformer_feeder(model, bar_steps)}
+    return study_prompts(prompts, feeders, vocab, config) | {"rejected": rejected}
 
 
 def _continue(
@@ -225,3 +265,50 @@ def write_study_plot(study: Mapping[str, Any], path: str | Path) -> Path:
     )
     fig.tight_layout()
     return write_figure(fig, path)
+
+
+def midi_files(paths: list[str]) -> list[Path]:
+    """The MIDI files named, and those under the directories named."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files += [p for p in path.rglob("*") if p.suffix.lower() in (".mid", ".midi")]
+        else:
+            files.append(path)
+    return sorted(files)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m models.symbolic.musicality_study --model DIR FILE_OR_DIR...`: the study of a
+    model directory on your own MIDI files; prints one row per prompt, then the summary as one
+    JSON line (the model's mean figures beside the real continuations' and the prompts')."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", required=True, help="model directory with its vocab.json")
+    parser.add_argument("paths", nargs="+", help="MIDI files or directories of them")
+    parser.add_argument("--prompt-bars", type=int, default=StudyConfig.prompt_bars)
+    parser.add_argument("--continuation-bars", type=int, default=StudyConfig.continuation_bars)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the whole study (every prompt's row) as JSON here")
+    args = parser.parse_args(argv)
+    config = StudyConfig(
+        prompt_bars=args.prompt_bars,
+        continuation_bars=args.continuation_bars,
+        seed=args.seed,
+    )
+    study = midi_prompt_study(args.model, midi_files(args.paths), config)
+    if args.out:
+        Path(args.out).write_text(json.dumps(study, indent=1) + "\n")
+    columns = ["piece_id", "source", "in_prompt_key", "scale_consistency", "pitch_class_entropy"]
+    columns += ["density_ratio"]
+    print(pd.DataFrame(study.get("per_prompt", []), columns=columns).round(3).to_string())
+    for row in study["rejected"]:
+        print(f"rejected {row['file']}: {row['reason']}")
+    print(json.dumps({k: v for k, v in study.items() if k not in ("per_prompt", "rejected")}))
+
+
+if __name__ == "__main__":
+    main()
