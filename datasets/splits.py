@@ -51,6 +51,15 @@ def split_pieces(
     return dict(sorted(splits.items()))
 
 
+def split_groups(
+    groups: dict[str, str], seed: int = 0, valid_fraction: float = 0.1, test_fraction: float = 0.1
+) -> dict[str, str]:
+    """item id -> split, where `groups` maps each item to its group (a speaker, a song) and a
+    group's items share one split: the groups are split as pieces are (`split_pieces`)."""
+    chosen = split_pieces(set(groups.values()), seed, valid_fraction, test_fraction)
+    return {item: chosen[group] for item, group in sorted(groups.items())}
+
+
 def choose_splits(
     records: Sequence[dict[str, Any]],
     seed: int,

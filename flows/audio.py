@@ -46,12 +46,21 @@ Stage = Literal["data", "train", "evaluate", "superres", "mismatch"]
 
 class AudioParams(CorpusParams):
     QUICK_LIMIT: ClassVar[int] = QUICK_LIMIT
-    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset({"bach", "bytebeat"})
+    BUILTIN_CORPORA: ClassVar[frozenset[str]] = frozenset(
+        {"bach", "bytebeat", "recordings-speech", "recordings-music"}
+    )
 
     corpus: str = Field(
         "bach",
         description="'bach' (the chorales rendered by FluidSynth), 'bytebeat' (built-in "
-        "formulas), a .txt of formulas (one per line), or a directory of audio files",
+        "formulas), 'recordings-speech' or 'recordings-music' (real recordings fetched from "
+        "Debian and npm packages), a .txt of formulas (one per line), or a directory of audio "
+        "files",
+    )
+    split_by: Literal["file", "dir"] | None = Field(
+        None,
+        description="file: each file on its own; dir: the files of each top directory (a "
+        "speaker, a song) share a split; none: dir for the recordings, file otherwise",
     )
     stages: list[Stage] = Field(
         default_factory=lambda: ["data", "train", "evaluate", "superres"],
@@ -172,7 +181,10 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
         for batch in batches(entries, params.batch_size, params.workers)
     ]
     loaded = [record for future in load_futures for record in future.result()]
-    splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction)
+    by_dir = (
+        params.split_by or ("dir" if params.corpus.startswith("recordings-") else "file")
+    ) == "dir"
+    splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction, by_dir)
     spec_dict = dataclasses.asdict(spec)
     pair_futures = [
         pairs_task.submit(batch, data_dir, spec_dict)

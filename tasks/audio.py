@@ -19,7 +19,7 @@ from datasets.audio.lowres import pairs_entry
 from datasets.audio.pairs import PairSpec
 from datasets.audio.signal_report import report_excerpt, signal_report
 from datasets.inventory import corpus_inventory
-from datasets.splits import split_pieces
+from datasets.splits import split_groups, split_pieces
 from datasets.stamps import reuse_stamp, write_stamp
 from tasks.common import log_rejected, publish_markdown, publish_table
 
@@ -63,11 +63,19 @@ def load_task(
 
 @task(name="audio-split", cache_policy=NO_CACHE)
 def split_task(
-    records: list[dict[str, Any]], seed: int, valid_fraction: float, test_fraction: float
+    records: list[dict[str, Any]],
+    seed: int,
+    valid_fraction: float,
+    test_fraction: float,
+    by_dir: bool = False,
 ) -> dict[str, str]:
-    """Assign each accepted file to train/valid/test, before any patching."""
-    ids = [r["file_id"] for r in records if r["status"] == "ok"]
-    return split_pieces(ids, seed, valid_fraction, test_fraction)
+    """Assign each accepted file to train/valid/test, before any patching; `by_dir` keeps the
+    files of each top directory under the corpus root (a speaker, a song) in one split."""
+    ok = [r for r in records if r["status"] == "ok"]
+    if not by_dir:
+        return split_pieces([r["file_id"] for r in ok], seed, valid_fraction, test_fraction)
+    groups = {r["file_id"]: r["path"].split("/", 1)[0] for r in ok}
+    return split_groups(groups, seed, valid_fraction, test_fraction)
 
 
 @task(name="audio-pairs", cache_policy=NO_CACHE)

@@ -72,7 +72,8 @@ def heldout_midi_files() -> list[Path]:
 def test_the_music21_model_keeps_the_key_and_texture_of_midi_nobody_here_wrote():
     """The issue's bar for prompts users bring (other keys, meters, several tracks, drums): the
     continuations keep >= 92 % of their notes in one scale at <= 3.0 bits of pitch-class
-    entropy, and within a factor 1.5 of the prompt's notes per beat. Every file is read; none is left out."""
+    entropy, and within a factor 1.5 of the prompt's notes per beat. Every file is read; none
+    is left out."""
     files = heldout_midi_files()
     study = midi_prompt_study(SHIPPED / "music21", files)
     assert study["rejected"] == []

@@ -17,11 +17,14 @@ import soundfile as sf
 
 from datasets.audio.bytebeat import BUILTIN_FORMULAS, read_formulas, render_formulas
 from datasets.audio.files import find_audio_files
+from datasets.audio.recordings import RECORDING_CORPORA, recordings_corpus
 from datasets.audio.render import render_many
 from datasets.io import manifest_row
 
 BACH = "bach"
 BYTEBEAT = "bytebeat"
+# Built-in corpora of real recordings (`datasets.audio.recordings`): `recordings-speech`, ...
+RECORDINGS_PREFIX = "recordings-"
 
 
 @dataclass
@@ -82,10 +85,30 @@ def audio_corpus(
     program: int = 0,
     bytebeat_seconds: float = 30.0,
 ) -> AudioCorpus:
-    """Resolve `corpus`: "bach", "bytebeat", a .txt of formulas, or a directory of audio."""
+    """Resolve `corpus`: "bach", "bytebeat", "recordings-speech" or "recordings-music" (real
+    recordings from Debian and npm packages), a .txt of formulas, or a directory of audio."""
     if corpus == BACH:
         root = Path(data_dir) / "corpora" / "bach_wav" / str(program)
         return AudioCorpus(root, bach_wavs(data_dir, sample_rate, program, limit))
+    if (
+        corpus.startswith(RECORDINGS_PREFIX)
+        and corpus[len(RECORDINGS_PREFIX) :] in RECORDING_CORPORA
+    ):
+        root, files, checked = recordings_corpus(corpus[len(RECORDINGS_PREFIX) :], data_dir)
+        refused = [
+            manifest_row(
+                f"{r.source}:{r.path.name}",
+                hashlib.sha256(f"{r.source}:{r.path}".encode()).hexdigest(),
+                r.path.stat().st_size,
+                r.status,
+                r.reason,
+            )
+            for r in checked
+            if r.status != "ok"
+        ]
+        # An even spread over the sorted files, so a small limit still spans many groups.
+        step = max(1, len(files) // limit) if limit else 1
+        return AudioCorpus(root, files[::step][:limit], refused)
     if corpus == BYTEBEAT or corpus.endswith(".txt"):
         if corpus != BYTEBEAT and not Path(corpus).is_file():
             raise FileNotFoundError(f"formula file {corpus} does not exist")
