@@ -78,8 +78,10 @@ def write_dataset(
             continue
         notes = pd.read_parquet(record["notes_cache"])
         notes["piece_id"] = [piece_id(record["path"], p) for p in notes["piece"]]
-        notes = notes[notes["piece_id"].isin(splits)]
+        # map, not isin: pandas' isin on Arrow strings rebuilds the lookup from every piece
+        # id on each call, which made this loop quadratic (minutes on music21's corpus).
         notes["split"] = notes["piece_id"].map(splits)
+        notes = notes[notes["split"].notna()]
         notes_tables.append(notes[["piece_id", "split", *NOTE_COLUMNS]])
     # The empty table first fixes the dtypes even when no file was usable.
     empty = note_table({name: [] for name in NOTE_COLUMNS}).assign(piece_id="", split="")
@@ -91,8 +93,8 @@ def write_dataset(
     tokens = pa.concat_tables(
         [pq.read_table(t["tokens_cache"]) for t in token_records] or [TOKEN_SCHEMA.empty_table()]
     ).to_pandas()
-    tokens = tokens[tokens["piece_id"].isin(splits)]
     tokens["split"] = tokens["piece_id"].map(splits)
+    tokens = tokens[tokens["split"].notna()]
     counts: dict[str, Any] = {}
     for split in SPLITS:
         part = tokens[tokens["split"] == split]
