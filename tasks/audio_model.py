@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from datasets.audio.signals import FILTERS
-from datasets.io import sha256_json
+from datasets.io import PROJECT_ROOT, sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from models.audio import mismatch
 from models.audio.config import EVAL_LIMITS, profile_config
@@ -29,6 +29,8 @@ from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints and stamps; Prefect's cache would hash big inputs.
 MAX_TABLE_ROWS = 60
+# The pretrained 4 -> 16 kHz model `--input` falls back to without a trained run.
+SHIPPED_AUDIO_MODEL = "models/pretrained/superres-x4-16k"
 
 
 def pairs_dir(data_dir: str) -> Path:
@@ -126,9 +128,15 @@ def superresolve_examples(
 
 
 def resolve_model(data_dir: str, model: str | None) -> Path:
-    """`model` (a run directory, or a run name under data_dir/models/audio), else the latest."""
+    """`model` (a run directory, or a run name under data_dir/models/audio), else the latest
+    run, else the shipped model (`SHIPPED_AUDIO_MODEL`) when the checkout has it."""
     if model is None:
-        return latest_run(models_dir(data_dir))
+        try:
+            return latest_run(models_dir(data_dir))
+        except FileNotFoundError:
+            if (PROJECT_ROOT / SHIPPED_AUDIO_MODEL).is_dir():
+                return PROJECT_ROOT / SHIPPED_AUDIO_MODEL
+            raise
     named = models_dir(data_dir) / model
     return named if named.is_dir() else Path(model)
 

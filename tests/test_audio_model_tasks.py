@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 from prefect import flow
 
+import flows.audio
 from tasks.audio_model import (
     evaluate_audio_model,
     filter_mismatch,
@@ -42,6 +43,8 @@ def test_tasks_in_a_flow(
     prefect_harness,
     audio_data_dir: Path,
     audio_renders: dict[str, list[Path]],
+    monkeypatch,
+    capsys,
 ) -> None:
     data_dir = str(audio_data_dir)
     example = str(audio_renders["test"][0])
@@ -79,3 +82,14 @@ def test_tasks_in_a_flow(
     chosen = superresolve(str(audio_renders["valid"][0]), str(named), data_dir, run_dir.name)
     assert chosen["model"] == str(run_dir)
     assert named.exists()
+
+    # The command line with --input: no flow run, no Prefect server, the same file out.
+    def no_flow(*args, **kwargs):
+        raise AssertionError("--input alone must not start a flow")
+
+    direct = audio_data_dir / "direct.wav"
+    monkeypatch.setattr(flows.audio, "run_cli", no_flow)
+    flows.audio.main(["--input", example, "--output", str(direct), "--data-dir", data_dir])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["model"] == str(run_dir)
+    assert sf.read(str(direct))[0].tolist() == sf.read(single["output"])[0].tolist()
