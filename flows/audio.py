@@ -99,6 +99,11 @@ class AudioParams(CorpusParams):
         3600.0, gt=0, description="Files longer than this are rejected; none: no limit"
     )
     batch_size: int = Field(16, ge=1, description="Files per load / pairs task")
+    arch: Literal["unet", "bwe"] = Field(
+        "unet",
+        description="unet: the paper's U-Net on samples; bwe: the spectral bandwidth extender "
+        "(AP-BWE-style amplitude and phase streams, light on a CPU)",
+    )
     train_steps: int | None = Field(
         None,
         ge=1,
@@ -211,7 +216,9 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
     stages = ["superres"] if params.input else params.stages
     result: dict[str, Any] = data_stage(params) if "data" in stages else {}
     if "train" in stages:
-        trained = train_audio_model(data_dir, params.profile, params.seed, steps=params.train_steps)
+        trained = train_audio_model(
+            data_dir, params.profile, params.seed, steps=params.train_steps, arch=params.arch
+        )
         result["run_dir"] = trained["run_dir"]
     if {"evaluate", "superres"} & set(stages) and "run_dir" not in result:
         result["run_dir"] = str(resolve_model(data_dir, params.model))

@@ -64,14 +64,20 @@ def train_audio_model(
     seed: int = 0,
     run_name: str | None = None,
     steps: int | None = None,
+    arch: str = "unet",
 ) -> dict[str, Any]:
-    """Train the U-Net on `audio/pairs` (resuming a killed run); `steps` overrides the profile's."""
+    """Train the U-Net (`arch` "unet") or the spectral bandwidth extender ("bwe", the
+    `bwe-<profile>` preset) on `audio/pairs`, resuming a killed run; `steps` overrides the
+    profile's."""
     logger = get_run_logger()
     pairs = pairs_dir(data_dir)
     info = read_pairs_info(pairs)
-    name = run_name or f"{profile}-x{info.ratio}-{info.filter}-seed{seed}"
+    prefix = "" if arch == "unet" else f"{arch}-"
+    name = run_name or f"{prefix}{profile}-x{info.ratio}-{info.filter}-seed{seed}"
     run_dir = models_dir(data_dir) / name
-    overrides = {"steps": steps} if steps is not None else {}
+    overrides: dict[str, Any] = {"steps": steps} if steps is not None else {}
+    if arch != "unet":
+        overrides["preset"] = f"{arch}-{profile}"
     data_key = read_stamp(Path(data_dir) / "audio")
     logger.info("training %s on %s (%s)", run_dir, pairs, info)
     summary = _train(pairs, run_dir, profile, seed, data_key, **overrides)

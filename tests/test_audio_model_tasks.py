@@ -93,3 +93,19 @@ def test_tasks_in_a_flow(
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["model"] == str(run_dir)
     assert sf.read(str(direct))[0].tolist() == sf.read(single["output"])[0].tolist()
+
+
+@flow
+def bwe_flow(data_dir: str) -> dict:
+    trained = train_audio_model(data_dir, "tiny", 0, steps=10, arch="bwe")
+    return trained | {"evaluated": evaluate_audio_model(data_dir, trained["run_dir"], "tiny")}
+
+
+def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
+    prefect_harness, audio_data_dir: Path
+) -> None:
+    result = bwe_flow(str(audio_data_dir))
+    run_dir = Path(result["run_dir"])
+    assert run_dir.name == "bwe-tiny-x4-soxr-seed0"
+    assert "n_fft" in json.loads((run_dir / "config.json").read_text())
+    assert result["evaluated"]["model_snr_db"] > 0

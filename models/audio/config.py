@@ -48,7 +48,38 @@ class AudioUNetConfig:
         return 2 ** (self.depth + 1)
 
 
-PRESETS: dict[str, AudioUNetConfig] = {
+@dataclass(frozen=True)
+class BWEConfig:
+    """The spectral bandwidth extender (`models.audio.bwe`): AP-BWE's design at a CPU's size
+    (the published 4 -> 16 kHz model: 512 channels, 8 blocks, n_fft 1024, hop 80, window 320)."""
+
+    channels: int = 128
+    layers: int = 4  # ConvNeXt blocks per stream
+    kernel: int = 7  # over frames
+    expansion: int = 3  # MLP width / channels
+    n_fft: int = 512
+    hop: int = 64
+    win: int = 256
+    ratio: int = 4
+    hr_rate: int = 16000
+    patch: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.win > self.n_fft or self.hop > self.win:
+            raise ValueError(f"need hop <= win <= n_fft: {self.hop}, {self.win}, {self.n_fft}")
+        if self.patch % self.multiple:
+            raise ValueError(f"patch {self.patch} is not a multiple of {self.multiple}")
+
+    @property
+    def multiple(self) -> int:
+        """Input lengths are multiples of the hop: whole frames, so chunks join exactly."""
+        return self.hop
+
+
+AudioModelConfig = AudioUNetConfig | BWEConfig
+
+
+PRESETS: dict[str, AudioModelConfig] = {
     # For tests: trains in seconds.
     "tiny": AudioUNetConfig(widths=(8, 16), kernels=(9, 9), dropout=0.0),
     # `--profile quick`: a couple of minutes on 2 CPU cores.
@@ -59,13 +90,22 @@ PRESETS: dict[str, AudioUNetConfig] = {
     "full": AudioUNetConfig(widths=(16, 32, 64, 64), kernels=(33, 17, 9, 9), dropout=0.0),
     # The paper's widths and dropout: what `--profile full` trains on a GPU.
     "paper": AudioUNetConfig(),
+    # The spectral model (`--arch bwe`) at each profile's size.
+    "bwe-tiny": BWEConfig(channels=16, layers=1, n_fft=128, hop=32, win=128),
+    "bwe-quick": BWEConfig(channels=64, layers=2),
+    "bwe-full": BWEConfig(),
 }
 
 
-def preset(name: str, **overrides: Any) -> AudioUNetConfig:
+def model_config_class(raw: dict[str, Any]) -> type[AudioModelConfig]:
+    """Which audio model a config.json's fields describe (the spectral one has an FFT size)."""
+    return BWEConfig if "n_fft" in raw else AudioUNetConfig
+
+
+def preset(name: str, **overrides: Any) -> AudioModelConfig:
     """A model size from `PRESETS`, with fields overridden (e.g. ratio, hr_rate)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown AudioUNet preset {name!r}; choose from {sorted(PRESETS)}")
+        raise ValueError(f"unknown audio model preset {name!r}; choose from {sorted(PRESETS)}")
     return dataclasses.replace(PRESETS[name], **overrides)
 
 

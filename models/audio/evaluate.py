@@ -19,9 +19,15 @@ from datasets.audio.files import write_wav
 from datasets.audio.pairs import degrade
 from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
 from datasets.io import write_json_atomic
-from models.audio.infer import fit_length, load_model, low_rate, spectrogram_png, superresolve
+from models.audio.infer import (
+    AudioModel,
+    fit_length,
+    load_model,
+    low_rate,
+    spectrogram_png,
+    superresolve,
+)
 from models.audio.metrics import evaluate_pair
-from models.audio.unet import AudioUNet
 
 METHODS = ("model", "spline", "sinc")
 METRICS = ("snr_db", "lsd", "lsd_hf")
@@ -47,7 +53,7 @@ def read_hr(data_dir: str | Path, row: dict, max_seconds: float | None = None) -
     return hr
 
 
-def reconstruct(model: AudioUNet, lr: np.ndarray, n: int) -> dict[str, np.ndarray]:
+def reconstruct(model: AudioModel, lr: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """The three reconstructions of `n` high-rate samples from `lr`."""
     ratio = model.config.ratio
     return {
@@ -58,7 +64,7 @@ def reconstruct(model: AudioUNet, lr: np.ndarray, n: int) -> dict[str, np.ndarra
 
 
 def evaluate_files(
-    model: AudioUNet,
+    model: AudioModel,
     data_dir: str | Path,
     files: list[dict],
     filter: str,

@@ -1,4 +1,5 @@
-"""Super-resolve a signal of any length with a trained AudioUNet.
+"""Super-resolve a signal of any length with a trained audio model (the U-Net or the spectral
+bandwidth extender: `build_model` makes either from its config).
 
 The whole low-res signal is spline-interpolated to the high rate once (so the model's input has
 no seams), then the model runs over overlapping chunks whose outputs are cross-faded with
@@ -9,6 +10,7 @@ mixes two nearly identical signals and no seam is audible. Output length = input
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,25 +23,46 @@ from matplotlib.figure import Figure
 from datasets.audio.files import load_audio, write_wav
 from datasets.audio.signals import sinc_upsample, spline_upsample
 from datasets.io import atomic_path
-from models.audio.config import AudioUNetConfig
+from models.audio.bwe import BandwidthExtender
+from models.audio.config import AudioModelConfig, BWEConfig, model_config_class
 from models.audio.metrics import evaluate_pair, log_power_spectrogram
 from models.audio.unet import AudioUNet
-from models.checkpoint import load_config, load_weights, pick_device
+from models.checkpoint import CONFIG_FILE, load_config, load_weights, pick_device
 
 DEFAULT_CHUNK = 16384
 DEFAULT_OVERLAP = 2048
 
 
-def load_model(run_dir: str | Path, device: str | None = None) -> AudioUNet:
+AudioModel = AudioUNet | BandwidthExtender
+
+
+def build_model(config: AudioModelConfig, generator: torch.Generator | None = None) -> AudioModel:
+    """The untrained network a config describes."""
+    if isinstance(config, BWEConfig):
+        return BandwidthExtender(config, generator)
+    return AudioUNet(config, generator)
+
+
+def load_model_config(directory: str | Path) -> AudioModelConfig:
+    """The config of the audio model in `directory`, of whichever architecture it is (errors
+    about the file come from `load_config`, naming it)."""
+    try:
+        raw = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        raw = {}
+    return load_config(directory, model_config_class(raw if isinstance(raw, dict) else {}))
+
+
+def load_model(run_dir: str | Path, device: str | None = None) -> AudioModel:
     """A trained model from a checkpoint directory, in eval mode, on `device` (default: the GPU
     when there is one; the paper-size model is minutes per file on a CPU)."""
-    config = load_config(run_dir, AudioUNetConfig)
-    model = load_weights(run_dir, AudioUNet(config))
+    config = load_model_config(run_dir)
+    model = load_weights(run_dir, build_model(config))
     return model.to(device or pick_device()).eval()
 
 
 @torch.inference_mode()
-def predict_patches(model: AudioUNet, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
+def predict_patches(model: AudioModel, inputs: np.ndarray, batch: int = 16) -> np.ndarray:
     """The model's output for a stack of (B, patch) inputs, in eval mode, batch by batch."""
     device = next(model.parameters()).device
     was_training = model.training
@@ -64,7 +87,7 @@ def crossfade_window(length: int, overlap: int) -> np.ndarray:
 
 @torch.inference_mode()
 def run_chunked(
-    model: AudioUNet,
+    model: AudioModel,
     x: np.ndarray,
     chunk: int = DEFAULT_CHUNK,
     overlap: int = DEFAULT_OVERLAP,
@@ -104,7 +127,7 @@ def run_chunked(
 
 
 def superresolve(
-    model: AudioUNet, lr: np.ndarray, chunk: int = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP
+    model: AudioModel, lr: np.ndarray, chunk: int = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP
 ) -> np.ndarray:
     """The model's high-rate estimate of a low-rate signal: len(lr) x ratio samples."""
     ratio = model.config.ratio
@@ -157,7 +180,7 @@ def spectrogram_png(
     return Path(path)
 
 
-def low_rate(config: AudioUNetConfig) -> float:
+def low_rate(config: AudioModelConfig) -> float:
     """The model's input rate; an integer whenever hr_rate is divisible by the ratio."""
     rate = config.hr_rate / config.ratio
     return int(rate) if rate.is_integer() else rate

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from datasets.io import write_json_atomic, write_parquet_atomic
-from models.audio.config import AudioTrainConfig, AudioUNetConfig, preset
+from models.audio.config import AudioModelConfig, AudioTrainConfig, preset
 from models.audio.data import (
     batches_per_epoch,
     iter_epoch,
@@ -36,14 +36,12 @@ from models.audio.data import (
     pair_shards,
     read_pairs_info,
 )
-from models.audio.infer import predict_patches
+from models.audio.infer import build_model, load_model_config, predict_patches
 from models.audio.losses import stft_loss
 from models.audio.metrics import snr_db
-from models.audio.unet import AudioUNet
 from models.checkpoint import (
     finish_checkpoint,
     load_checkpoint,
-    load_config,
     pick_device,
     save_checkpoint,
     save_model,
@@ -74,7 +72,7 @@ def train_audio_unet(
     pairs_dir: str | Path,
     run_dir: str | Path,
     config: AudioTrainConfig,
-    model_config: AudioUNetConfig | None = None,
+    model_config: AudioModelConfig | None = None,
     progress: Callable[[float], None] | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
@@ -94,7 +92,7 @@ def train_audio_unet(
     # A checkpoint a kill interrupted is completed or discarded; a whole one is resumed from.
     resuming = finish_checkpoint(checkpoint)
     if resuming:
-        model_config = load_config(checkpoint, AudioUNetConfig)
+        model_config = load_model_config(checkpoint)
     elif model_config is None:
         model_config = preset(
             config.preset, ratio=info.ratio, hr_rate=info.hr_rate, patch=info.patch
@@ -107,7 +105,7 @@ def train_audio_unet(
         )
     model_config = dataclasses.replace(model_config, patch=info.patch)
     # On the device before the optimizer exists: loaded Adam state follows its parameters.
-    model = AudioUNet(model_config, generator=generator).to(device)
+    model = build_model(model_config, generator=generator).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
 
     step, epoch, batch_in_epoch, rows = 0, 0, 0, []

@@ -1,0 +1,103 @@
+"""A light spectral bandwidth-extension network in the manner of AP-BWE (Lu et al., TASLP 2024).
+
+Where the U-Net works on samples, this network works on the short-time spectrum of the same
+input (the low-resolution signal interpolated to the high rate) and predicts amplitude and
+phase in two parallel streams that talk to each other:
+
+    STFT -> log amplitude  -> Conv1d(bins -> C) -> [ConvNeXt block] x N -> Conv1d(C -> bins)
+         -> phase (cos, sin) -> Conv1d(2 bins -> C) -> [ConvNeXt block] x N -> two Conv1d(C -> bins)
+    after every block each stream adds a 1x1 projection of the other's features
+    amplitude = input log amplitude + predicted change;  phase = atan2(sin + dI, cos + dR)
+    -> inverse STFT at the input's length
+
+Frames are the time axis and frequency bins the channels, so every convolution runs at the
+frame rate (hop samples), not the sample rate: that is what makes it cheap on a CPU. Both
+outputs start as the input's own spectrum (the last layers are initialised near zero), so an
+untrained network returns its input, as the U-Net does. The published model adds GAN
+discriminators and phase losses; here it trains with the pipeline's waveform loss (and the
+multi-resolution STFT term), which a CPU budget allows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from models.audio.config import BWEConfig
+
+LOG_FLOOR = 1e-5  # amplitude floor before the log (about -100 dB)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv over frames -> LayerNorm -> pointwise MLP (GELU) -> scaled residual."""
+
+    def __init__(self, channels: int, kernel: int, expansion: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.expand = nn.Linear(channels, expansion * channels)
+        self.project = nn.Linear(expansion * channels, channels)
+        self.scale = nn.Parameter(torch.full((channels,), 1e-2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.depthwise(x).transpose(1, 2)  # (B, T, C) for the norm and the MLP
+        h = self.project(F.gelu(self.expand(self.norm(h))))
+        return x + (self.scale * h).transpose(1, 2)
+
+
+class BandwidthExtender(nn.Module):
+    def __init__(self, config: BWEConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        bins, c = config.n_fft // 2 + 1, config.channels
+        self.amp_in = nn.Conv1d(bins, c, config.kernel, padding=config.kernel // 2)
+        self.pha_in = nn.Conv1d(2 * bins, c, config.kernel, padding=config.kernel // 2)
+        self.amp_norm, self.pha_norm = nn.LayerNorm(c), nn.LayerNorm(c)
+        block = lambda: ConvNeXtBlock(c, config.kernel, config.expansion)  # noqa: E731
+        self.amp_blocks = nn.ModuleList(block() for _ in range(config.layers))
+        self.pha_blocks = nn.ModuleList(block() for _ in range(config.layers))
+        self.pha_to_amp = nn.ModuleList(nn.Conv1d(c, c, 1) for _ in range(config.layers))
+        self.amp_to_pha = nn.ModuleList(nn.Conv1d(c, c, 1) for _ in range(config.layers))
+        self.amp_out = nn.Conv1d(c, bins, 1)
+        self.real_out = nn.Conv1d(c, bins, 1)
+        self.imag_out = nn.Conv1d(c, bins, 1)
+        self.register_buffer("window", torch.hann_window(config.win), persistent=False)
+        self._init_weights(generator)
+
+    def _init_weights(self, generator: torch.Generator | None) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv1d | nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02, generator=generator)
+                nn.init.zeros_(module.bias)
+        for last in (self.amp_out, self.real_out, self.imag_out):
+            nn.init.normal_(last.weight, std=1e-4, generator=generator)
+
+    def _stft(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        return torch.stft(x, c.n_fft, c.hop, c.win, self.window, center=True, return_complex=True)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x: (B, 1, L) interpolated low-res signal -> (B, 1, L). `generator` is unused (no
+        dropout); it is taken so both audio models share one call."""
+        c = self.config
+        length = x.shape[-1]
+        spectrum = self._stft(x[:, 0])  # (B, bins, frames)
+        log_amp = torch.log(spectrum.abs().clamp_min(LOG_FLOOR))
+        phase = torch.angle(spectrum)
+        cos, sin = torch.cos(phase), torch.sin(phase)
+        a = self.amp_norm(self.amp_in(log_amp).transpose(1, 2)).transpose(1, 2)
+        p = self.pha_norm(self.pha_in(torch.cat([cos, sin], 1)).transpose(1, 2)).transpose(1, 2)
+        for amp_block, pha_block, p2a, a2p in zip(
+            self.amp_blocks, self.pha_blocks, self.pha_to_amp, self.amp_to_pha, strict=True
+        ):
+            a, p = amp_block(a), pha_block(p)
+            a, p = a + p2a(p), p + a2p(a)
+        amp = torch.exp(log_amp + self.amp_out(a))
+        out_phase = torch.atan2(sin + self.imag_out(p), cos + self.real_out(p))
+        out = torch.polar(amp, out_phase)
+        y = torch.istft(out, c.n_fft, c.hop, c.win, self.window, center=True, length=length)
+        return y[:, None, :]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,60 @@
+"""The spectral bandwidth extender (`models.audio.bwe`): the identity untrained, learns the
+high band of a tiny set, and loads by its config beside the U-Net."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from models.audio.bwe import BandwidthExtender
+from models.audio.config import AudioTrainConfig, BWEConfig, preset
+from models.audio.data import pair_shards
+from models.audio.infer import load_model, superresolve
+from models.audio.metrics import snr_db
+from models.audio.train import train_audio_unet
+from models.checkpoint import CONFIG_FILE, ModelDirectoryError
+
+torch.set_num_threads(1)
+
+
+def test_an_untrained_extender_returns_its_input():
+    model = BandwidthExtender(preset("bwe-tiny", patch=2048), torch.Generator().manual_seed(0))
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1, 2048)).astype("float32"))
+    y = model(x)
+    assert y.shape == x.shape
+    assert snr_db(x.numpy().ravel(), y.detach().numpy().ravel()) > 30
+
+
+def test_a_config_refuses_a_window_longer_than_the_fft():
+    with pytest.raises(ValueError, match="hop <= win <= n_fft"):
+        BWEConfig(n_fft=256, win=512)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    table = pq.read_table(pair_shards(audio_data_dir / "audio" / "pairs", "train")[0])
+    out = tmp_path_factory.mktemp("tiny-pairs")
+    pq.write_table(table.slice(40, 8), out / "train-00000.parquet")
+    return out
+
+
+def test_it_learns_a_tiny_set_above_the_spline_and_loads_as_itself(tiny_set, tmp_path):
+    config = AudioTrainConfig(
+        preset="bwe-tiny", steps=200, batch_size=8, lr=3e-3, log_every=50, eval_split="train"
+    )
+    run = tmp_path / "run"
+    summary = train_audio_unet(tiny_set, run, config)
+    assert summary["eval_snr_db"] > summary["eval_spline_snr_db"] + 2.0
+    model = load_model(run, "cpu")
+    assert isinstance(model, BandwidthExtender)
+    lr = np.random.default_rng(1).standard_normal(1000).astype("float32") * 0.1
+    assert superresolve(model, lr).shape == (4000,)
+    # The other architecture's config over these weights: refused, naming the file.
+    (run / CONFIG_FILE).write_text(json.dumps({"widths": [8, 16], "kernels": [9, 9]}))
+    with pytest.raises(ModelDirectoryError, match=r"model\.safetensors"):
+        load_model(run, "cpu")
