@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 from symusic import Note, Score, Track
@@ -18,6 +19,7 @@ from datasets.audio.dataset import FILES_SCHEMA
 from datasets.audio.pairs import PairSpec
 from datasets.audio.render import render_many
 from datasets.io import write_parquet_atomic
+from models.audio.data import pair_shards
 from models.audio.mismatch import write_filter_pairs
 
 HR_RATE = 16000
@@ -114,3 +116,12 @@ def audio_data_dir(
     """A data directory with the renders as ratio-4 soxr pairs of 2048 samples."""
     spec = PairSpec(hr_rate=HR_RATE, ratio=4, patch=2048, stride=1024)
     return make_audio_data_dir(tmp_path_factory.mktemp("audio-data"), audio_renders, spec)
+
+
+@pytest.fixture(scope="module")
+def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight training patches from the middle of one rendered phrase."""
+    table = pq.read_table(pair_shards(audio_data_dir / "audio" / "pairs", "train")[0])
+    out = tmp_path_factory.mktemp("tiny-pairs")
+    pq.write_table(table.slice(40, 8), out / "train-00000.parquet")
+    return out

@@ -4,16 +4,13 @@ high band of a tiny set, and loads by its config beside the U-Net."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 import torch
 
 from models.audio.bwe import BandwidthExtender
 from models.audio.config import AudioTrainConfig, BWEConfig, preset
-from models.audio.data import pair_shards
 from models.audio.infer import load_model, superresolve
 from models.audio.metrics import snr_db
 from models.audio.train import train_audio_unet
@@ -33,14 +30,6 @@ def test_an_untrained_extender_returns_its_input():
 def test_a_config_refuses_a_window_longer_than_the_fft():
     with pytest.raises(ValueError, match="hop <= win <= n_fft"):
         BWEConfig(n_fft=256, win=512)
-
-
-@pytest.fixture(scope="module")
-def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    table = pq.read_table(pair_shards(audio_data_dir / "audio" / "pairs", "train")[0])
-    out = tmp_path_factory.mktemp("tiny-pairs")
-    pq.write_table(table.slice(40, 8), out / "train-00000.parquet")
-    return out
 
 
 def test_it_learns_a_tiny_set_above_the_spline_and_loads_as_itself(tiny_set, tmp_path):

@@ -21,15 +21,6 @@ from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def tiny_set(audio_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight training patches from the middle of one rendered phrase."""
-    table = pq.read_table(pair_shards(audio_data_dir / "audio" / "pairs", "train")[0])
-    out = tmp_path_factory.mktemp("tiny-pairs")
-    pq.write_table(table.slice(40, 8), out / "train-00000.parquet")
-    return out
-
-
 def test_overfits_a_tiny_set_well_above_the_spline(tiny_set: Path, tmp_path: Path) -> None:
     config = AudioTrainConfig(
         preset="tiny", steps=250, batch_size=8, lr=3e-3, log_every=50, eval_split="train"
