@@ -146,12 +146,15 @@ def train_symbolic_baseline(
 
 
 @task(name="symbolic-evaluate", cache_policy=NO_CACHE)
-def evaluate_symbolic_model(data_dir: str, run_dir: str) -> dict[str, Any]:
-    """Valid/test NLL, perplexity and accuracy of the model and both baselines, and the
-    musicality of their continuations of held-out test prompts beside the real ones
-    (metrics.json, table artifacts, musicality.png)."""
+def evaluate_symbolic_model(
+    data_dir: str, run_dir: str, original_keys: bool = False
+) -> dict[str, Any]:
+    """Valid/test NLL, perplexity and accuracy of the model and both baselines (in every key,
+    or the original keys only), and the musicality of their continuations of held-out test
+    prompts beside the real ones (metrics.json, table artifacts, musicality.png)."""
     tokens_dir, _ = symbolic_paths(data_dir)
-    metrics = evaluate_run(run_dir, tokens_dir, vocab=model_vocab(run_dir, data_dir))
+    vocab = model_vocab(run_dir, data_dir)
+    metrics = evaluate_run(run_dir, tokens_dir, vocab=vocab, original_keys=original_keys)
     rows = [{"model": "music_transformer", **scalars(metrics)}] + [
         {"model": name, **scalars(scores)} for name, scores in metrics["baselines"].items()
     ]

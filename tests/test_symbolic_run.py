@@ -131,3 +131,13 @@ def test_the_study_of_users_midi_files_lists_what_it_cannot_use(run, tmp_path, c
     main(["--model", str(run_dir), str(tmp_path), "--prompt-bars", "2", "--continuation-bars", "3"])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["sources"] == study["sources"]
+
+
+def test_a_run_can_be_scored_in_its_original_keys_only(run):
+    run_dir, tokens_dir, _ = run
+    metrics = evaluate_run(run_dir, tokens_dir, original_keys=True)
+    assert set(metrics["test_by_transpose"]) == {"0"}
+    assert metrics["original_keys"] is True
+    for scores in metrics["baselines"].values():
+        assert set(scores["test_by_transpose"]) == {"0"}
+        assert scores["test_tokens"] == metrics["test_tokens"]

@@ -10,7 +10,7 @@ afresh, which is the context it was trained with.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,21 @@ def batched(pieces: Iterable[Piece], size: int) -> Iterable[list[Piece]]:
         yield chunk
 
 
+def eval_pieces(
+    path: str | Path, max_pieces: int | None = None, original_keys: bool = False
+) -> Iterator[Piece]:
+    """The pieces of a tokens file to score: the first `max_pieces`, and with `original_keys`
+    only the untransposed ones (a large corpus's 12 keys cost 12x and add little)."""
+    pieces = (p for p in read_pieces(path) if p.transpose == 0 or not original_keys)
+    return islice(pieces, max_pieces)
+
+
 def evaluate(
     model: MusicTransformer,
     path: str | Path,
     max_pieces: int | None = None,
     batch_size: int = 8,
+    original_keys: bool = False,
 ) -> dict[str, Any]:
     """NLL, perplexity, accuracy and token count of `model` on a tokens Parquet file.
 
@@ -118,7 +128,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     tally = Tally()
-    pieces = islice(read_pieces(path), max_pieces)
+    pieces = eval_pieces(path, max_pieces, original_keys)
     for chunk in batched(pieces, batch_size):
         score_batch(model, chunk, tally)
     model.train(was_training)

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 from collections.abc import Callable
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from datasets.io import write_json_atomic
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from models.checkpoint import CONFIG_FILE, STATE_JSON_FILE
 from models.symbolic.config import PROFILES, MusicConfig, TrainConfig, profile_configs
-from models.symbolic.data import first_pieces, read_pieces
-from models.symbolic.evaluate import evaluate
+from models.symbolic.data import first_pieces
+from models.symbolic.evaluate import eval_pieces, evaluate
 from models.symbolic.musicality_study import StudyConfig, musicality_study, write_study_plot
 from models.symbolic.ngram import NGram
 from models.symbolic.train import TRAIN_CONFIG_FILE, train
@@ -65,8 +64,10 @@ def evaluate_run(
     max_pieces: int | None = None,
     vocab: Vocab | None = None,
     study: StudyConfig | None = None,
+    original_keys: bool = False,
 ) -> dict[str, Any]:
-    """Valid and test metrics of a run's model and of both baselines; written to metrics.json.
+    """Valid and test metrics of a run's model and of both baselines; written to metrics.json
+    (`original_keys`: scored on the untransposed pieces only).
 
     The n-gram model is fitted on the pieces the run's training stream met first, up to the same
     token budget the Transformers trained on (each piece once at most). With `vocab` (a note
@@ -87,12 +88,14 @@ def evaluate_run(
         )
     )
     scorers = {
-        "model": lambda path: evaluate(model, path, max_pieces),
-        "ngram": lambda path: ngram.score(islice(read_pieces(path), max_pieces)),
+        "model": lambda path: evaluate(model, path, max_pieces, original_keys=original_keys),
+        "ngram": lambda path: ngram.score(eval_pieces(path, max_pieces, original_keys)),
     }
     if (run_dir / VANILLA_DIR / CONFIG_FILE).exists():  # a run may skip it (JSB --no-vanilla)
         vanilla = MusicTransformer.load(run_dir / VANILLA_DIR)
-        scorers["vanilla_transformer"] = lambda path: evaluate(vanilla, path, max_pieces)
+        scorers["vanilla_transformer"] = lambda path: evaluate(
+            vanilla, path, max_pieces, original_keys=original_keys
+        )
     results: dict[str, dict[str, Any]] = {}
     for name, scorer in scorers.items():
         results[name] = {}
@@ -118,6 +121,7 @@ def evaluate_run(
         "ngram_order": ngram.order,
         "params": model.num_parameters(),
         "max_pieces": max_pieces,
+        "original_keys": original_keys,
     }
     write_json_atomic(run_dir / METRICS_JSON, metrics)
     return metrics
