@@ -110,15 +110,19 @@ def write_json_atomic(target: str | os.PathLike[str], obj: Any, durable: bool = 
 
 
 def write_parquet_atomic(
-    target: str | os.PathLike[str], table: pa.Table, durable: bool = True
+    target: str | os.PathLike[str],
+    table: pa.Table,
+    durable: bool = True,
+    row_group_size: int | None = None,
 ) -> Path:
     """Write a Parquet file deterministically: same table -> same bytes.
 
     Statistics and the `created_by` string are fixed by pyarrow's version; nothing time- or
-    host-dependent is written.
+    host-dependent is written. `row_group_size` rows per row group (default pyarrow's): a
+    reader can then take the groups in any order.
     """
     with atomic_path(target, durable) as tmp:
-        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION)
+        pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=row_group_size)
     return Path(target)
 
 

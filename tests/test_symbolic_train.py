@@ -15,6 +15,7 @@ import torch
 from run_files import comparable_bytes
 from symbolic_corpus import VOCAB, write_symbolic
 
+from datasets.io import write_parquet_atomic
 from models import checkpoint
 from models.symbolic.config import PROFILES, MusicConfig, TrainConfig
 from models.symbolic.data import first_pieces, lane_segments, read_pieces, shuffled_pieces
@@ -72,6 +73,23 @@ def test_shuffle_is_seeded_and_bounded(symbolic):
     assert order(1) == order(1)
     assert order(1) != order(2)
     assert sorted(order(1)) == sorted((p.piece_id, p.transpose) for p in read_pieces(path))
+
+
+def test_a_stretch_of_training_meets_the_whole_corpus_not_its_first_pieces(tmp_path):
+    """The tokens file is sorted by piece: the row groups are taken in a random order each
+    epoch, so the first pieces a run meets come from all over the file, not from its start."""
+    write_symbolic(tmp_path, pieces={"train": 40, "valid": 1, "test": 1}, keys=(0,))
+    path = tmp_path / "symbolic" / "tokens" / "train.parquet"
+    assert pq.ParquetFile(path).num_row_groups == 1  # 40 rows: one group of TOKEN_ROW_GROUP
+    table = pq.read_table(path)
+    regrouped = tmp_path / "regrouped.parquet"
+    write_parquet_atomic(regrouped, table, row_group_size=4)
+    stream = shuffled_pieces(regrouped, torch.Generator().manual_seed(0), buffer=4)
+    first = [int(p.piece_id[-3:]) for _, (_, p) in zip(range(8), stream, strict=False)]
+    assert len({number // 10 for number in first}) >= 3  # from 3 of the file's 4 quarters
+    again = shuffled_pieces(regrouped, torch.Generator().manual_seed(0), buffer=4)
+    epoch = [p.piece_id for _, (e, p) in zip(range(40), again, strict=False) if e == 0]
+    assert sorted(epoch) == sorted(table.column("piece_id").to_pylist())  # each once
 
 
 def test_first_pieces_respects_the_budget(symbolic):

@@ -32,7 +32,12 @@ from datasets.stamps import reuse_stamp, write_stamp
 from datasets.symbolic.notes import NOTE_COLUMNS, note_table
 from datasets.symbolic.parse import piece_id
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
-from datasets.symbolic.tokens import TOKEN_SCHEMA, token_table, tokenize_code_version
+from datasets.symbolic.tokens import (
+    TOKEN_ROW_GROUP,
+    TOKEN_SCHEMA,
+    token_table,
+    tokenize_code_version,
+)
 
 
 def write_dataset(
@@ -98,7 +103,11 @@ def write_dataset(
     counts: dict[str, Any] = {}
     for split in SPLITS:
         part = tokens[tokens["split"] == split]
-        write_parquet_atomic(paths[f"tokens_{split}"], token_table(part.to_dict("records")))
+        write_parquet_atomic(
+            paths[f"tokens_{split}"],
+            token_table(part.to_dict("records")),
+            row_group_size=TOKEN_ROW_GROUP,
+        )
         counts[f"pieces_{split}"] = int(part["piece_id"].nunique())
     write_bytes_atomic(paths["vocab"], vocab.to_json().encode())
     write_manifest(paths["manifest"], manifest)

@@ -27,6 +27,9 @@ from datasets.symbolic.notes import NOTE_COLUMNS
 from datasets.symbolic.parse import piece_id
 from datasets.symbolic.tokenizer import Vocab, bar_steps, quantize
 
+# Rows per row group of a tokens file: the training stream takes the groups in a new random
+# order every epoch, so small groups spread each stretch of training over the whole corpus.
+TOKEN_ROW_GROUP = 256
 TOKEN_SCHEMA = pa.schema(
     [
         ("piece_id", pa.string()),

@@ -1,9 +1,10 @@
 """Token data for the music models, streamed from the tokens Parquet files.
 
-Rows are read one record batch at a time; for training, pieces pass through a bounded shuffle
-buffer (seeded by a `torch.Generator`) and are laid end to end (bos ... eos bos ... eos) into
-parallel lanes, so memory does not grow with the corpus and segment k of a lane continues
-segment k-1, as Transformer-XL's recurrence memory needs.
+Rows are read one record batch (or row group) at a time. For training, the row groups come in
+a random order and the pieces pass through a bounded shuffle buffer (seeded by a
+`torch.Generator`); they are then laid end to end (bos ... eos bos ... eos) into parallel lanes,
+so memory does not grow with the corpus and segment k of a lane continues segment k-1, as
+Transformer-XL's recurrence memory needs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -32,34 +34,46 @@ class Piece:
     bar_steps: int
 
 
+COLUMNS = ["piece_id", "transpose", "tokens", "beats", "bar_steps"]
+
+
 def read_pieces(path: str | Path, rows_per_batch: int = 64) -> Iterator[Piece]:
     """The rows of a tokens Parquet file in file order, read one record batch at a time."""
     parquet = pq.ParquetFile(path)
-    columns = ["piece_id", "transpose", "tokens", "beats", "bar_steps"]
-    for record_batch in parquet.iter_batches(batch_size=rows_per_batch, columns=columns):
-        rows = record_batch.to_pydict()
-        for i in range(record_batch.num_rows):
-            tokens = np.asarray(rows["tokens"][i], dtype=np.int64)
-            beats = np.asarray(rows["beats"][i], dtype=np.int64)
-            if len(tokens) != len(beats) or len(tokens) < 2:
-                raise ValueError(
-                    f"{path}: piece {rows['piece_id'][i]!r} has {len(tokens)} tokens and "
-                    f"{len(beats)} beats (need equal lengths, at least 2)"
-                )
-            yield Piece(
-                rows["piece_id"][i], int(rows["transpose"][i]), tokens, beats, rows["bar_steps"][i]
+    for record_batch in parquet.iter_batches(batch_size=rows_per_batch, columns=COLUMNS):
+        yield from _pieces(record_batch, path)
+
+
+def _pieces(record_batch: pa.RecordBatch | pa.Table, path: str | Path) -> Iterator[Piece]:
+    rows = record_batch.to_pydict()
+    for i in range(record_batch.num_rows):
+        tokens = np.asarray(rows["tokens"][i], dtype=np.int64)
+        beats = np.asarray(rows["beats"][i], dtype=np.int64)
+        if len(tokens) != len(beats) or len(tokens) < 2:
+            raise ValueError(
+                f"{path}: piece {rows['piece_id'][i]!r} has {len(tokens)} tokens and "
+                f"{len(beats)} beats (need equal lengths, at least 2)"
             )
+        yield Piece(
+            rows["piece_id"][i], int(rows["transpose"][i]), tokens, beats, rows["bar_steps"][i]
+        )
 
 
 def shuffled_pieces(
     path: str | Path, generator: torch.Generator, buffer: int
 ) -> Iterator[tuple[int, Piece]]:
-    """(epoch, piece) forever: each epoch is one pass over the file through a shuffle buffer."""
+    """(epoch, piece) forever: each epoch is one pass over the file, its row groups in a new
+    random order, through a shuffle buffer. The file is sorted by piece, so without the group
+    order a stretch of training met one collection at a time (a model trained for part of an
+    epoch on music21's corpus saw mostly the first folk collection)."""
+    parquet = pq.ParquetFile(path)
     epoch = 0
     while True:
         pool: list[Piece] = []
         seen = 0
-        for piece in read_pieces(path):
+        order = torch.randperm(parquet.num_row_groups, generator=generator).tolist()
+        groups = (parquet.read_row_group(group, columns=COLUMNS) for group in order)
+        for piece in (piece for table in groups for piece in _pieces(table, path)):
             seen += 1
             pool.append(piece)
             if len(pool) >= buffer:

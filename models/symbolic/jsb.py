@@ -42,7 +42,7 @@ from datasets.symbolic.jsb import (
     transpose_chorale,
     voice_ranges,
 )
-from datasets.symbolic.tokens import token_table
+from datasets.symbolic.tokens import TOKEN_ROW_GROUP, token_table
 from models.symbolic.config import PROFILES, profile_configs
 from models.symbolic.data import Piece
 from models.symbolic.evaluate import evaluate, token_nll
@@ -118,7 +118,9 @@ def write_jsb_tokens(
                         "n_dropped": 0,
                     }
                 )
-        write_parquet_atomic(Path(tokens_dir) / f"{split}.parquet", token_table(rows))
+        write_parquet_atomic(
+            Path(tokens_dir) / f"{split}.parquet", token_table(rows), row_group_size=TOKEN_ROW_GROUP
+        )
         counts[split] = len(rows)
     return counts
 
