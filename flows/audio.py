@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 from prefect import flow
 from pydantic import Field, model_validator
 
+from datasets.audio.corpus import RECORDINGS_PREFIX
 from datasets.audio.pairs import PairSpec
 from datasets.inventory import batches
 from flows.cli import parse_params, run_cli
@@ -189,7 +190,7 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
     ]
     loaded = [record for future in load_futures for record in future.result()]
     by_dir = (
-        params.split_by or ("dir" if params.corpus.startswith("recordings-") else "file")
+        params.split_by or ("dir" if params.corpus.startswith(RECORDINGS_PREFIX) else "file")
     ) == "dir"
     splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction, by_dir)
     spec_dict = dataclasses.asdict(spec)

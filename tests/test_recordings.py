@@ -73,6 +73,7 @@ def write_package_tree(root: Path) -> None:
         path = stamps / name
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(path), samples, RATE, format="OGG", subtype="VORBIS")
+    (stamps / "animals" / "owl_desc_ro.ogg").write_bytes(b"OggS" + bytes(100))  # truncated
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,7 @@ def test_a_package_is_unpacked_once_and_its_recordings_checked(deb, tmp_path):
     assert statuses[("animals", "cat_desc_ro.ogg")] == "ok"
     assert "band-limited" in found["cat_desc_bg.ogg"].reason
     assert "clipped" in found["dog_desc_da.ogg"].reason
+    assert "does not decode" in found["owl_desc_ro.ogg"].reason
     stars = sorted(
         (r.path.parent.name, r.status)
         for r in select_recordings(source, tree, set())
@@ -160,7 +162,7 @@ def test_the_corpus_is_a_directory_of_groups_and_the_split_keeps_them_whole(deb,
         "fillets-cabin",  # cabin1 and cabin2 are one ship
     }
     assert len(files) == 8
-    assert sum(r.status != "ok" for r in checked) == 3
+    assert sum(r.status != "ok" for r in checked) == 4
     corpus = audio_corpus("recordings-speech", tmp_path / "data", 16000)
     assert corpus.paths == files
     reasons = {row["path"]: row["reason"] for row in corpus.refused}

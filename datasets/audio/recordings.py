@@ -245,7 +245,7 @@ def select_recordings(source: RecordingSource, tree: Path, seen: set[str]) -> li
             continue
         try:
             samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
+        except RuntimeError as exc:  # libsndfile's errors, whatever the format
             found.append(Recording(path, group, source.name, "rejected", f"does not decode: {exc}"))
             continue
         reason = check_recording(samples, rate)
