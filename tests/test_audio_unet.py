@@ -93,7 +93,7 @@ def test_presets_are_frozen_and_validated() -> None:
     assert (config.ratio, config.hr_rate) == (6, 48000)
     # config.json holds lists: a config loaded from one equals its preset.
     assert AudioUNetConfig(widths=[8, 16], kernels=[9, 9], dropout=0.0) == PRESETS["tiny"]
-    with pytest.raises(ValueError, match="unknown AudioUNet preset"):
+    with pytest.raises(ValueError, match="unknown audio model preset"):
         preset("huge")
     with pytest.raises(ValueError, match="odd"):
         AudioUNetConfig(widths=[4], kernels=[8])
