@@ -129,6 +129,11 @@ class AudioParams(CorpusParams):
         self.pair_spec()  # refuses a patch or stride that is no multiple of the ratio
         return self
 
+    def splits_by_dir(self) -> bool:
+        """Whether the split keeps each top directory whole (`split_by`; recordings: yes)."""
+        default = "dir" if self.corpus.startswith(RECORDINGS_PREFIX) else "file"
+        return (self.split_by or default) == "dir"
+
     def pair_spec(self) -> PairSpec:
         return PairSpec(
             hr_rate=self.hr_rate,
@@ -189,9 +194,7 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
         for batch in batches(entries, params.batch_size, params.workers)
     ]
     loaded = [record for future in load_futures for record in future.result()]
-    by_dir = (
-        params.split_by or ("dir" if params.corpus.startswith(RECORDINGS_PREFIX) else "file")
-    ) == "dir"
+    by_dir = params.splits_by_dir()
     splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction, by_dir)
     spec_dict = dataclasses.asdict(spec)
     pair_futures = [
@@ -240,7 +243,7 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line. `--input` alone is one file: it runs here, without a flow run or a
+    """The command line. With `--input` (one file) it runs here, without a flow run or a
     Prefect server (seconds, not the tens a temporary server takes to start); everything else
     runs the flow."""
     description = (audio_flow.description or "").strip()

@@ -26,6 +26,7 @@ from datasets.audio.recordings import (
     recordings_corpus,
     select_recordings,
 )
+from flows.audio import AudioParams
 from tasks.audio import split_task
 
 RATE = 44100
@@ -187,3 +188,10 @@ def test_a_package_that_cannot_be_fetched_names_the_command(tmp_path):
         FetchError, match=r"apt-get download genaudio-no-such-package.*apt-get update"
     ):
         fetch_source(missing, tmp_path)
+
+
+def test_the_recordings_split_by_directory_unless_told_otherwise():
+    assert AudioParams(corpus="recordings-speech").splits_by_dir()
+    assert not AudioParams(corpus="recordings-music", split_by="file").splits_by_dir()
+    assert not AudioParams().splits_by_dir()  # the renders: each file on its own
+    assert AudioParams(split_by="dir").splits_by_dir()
