@@ -90,11 +90,9 @@ def audio_corpus(
     if corpus == BACH:
         root = Path(data_dir) / "corpora" / "bach_wav" / str(program)
         return AudioCorpus(root, bach_wavs(data_dir, sample_rate, program, limit))
-    if (
-        corpus.startswith(RECORDINGS_PREFIX)
-        and corpus[len(RECORDINGS_PREFIX) :] in RECORDING_CORPORA
-    ):
-        root, files, checked = recordings_corpus(corpus[len(RECORDINGS_PREFIX) :], data_dir)
+    domain = corpus.removeprefix(RECORDINGS_PREFIX)
+    if corpus.startswith(RECORDINGS_PREFIX) and domain in RECORDING_CORPORA:
+        root, files, checked = recordings_corpus(domain, data_dir)
         refused = [
             manifest_row(
                 f"{r.source}:{r.path.name}",

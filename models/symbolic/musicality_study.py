@@ -120,21 +120,21 @@ def musicality_study(
         vanilla = MusicTransformer.load(vanilla_dir)
         feeders["vanilla_transformer"] = lambda bar_steps: transformer_feeder(vanilla, bar_steps)
     pieces = held_out_pieces(test_path, config)
-    prompts = [(p.piece_id, p.tokens, p.beats, p.bar_steps) for p in pieces]
+    prompts = [Prompt(p.tokens, p.beats, p.bar_steps, p.piece_id) for p in pieces]
     return study_prompts(prompts, feeders, vocab, config)
 
 
 def study_prompts(
-    prompts: list[tuple[str, np.ndarray, np.ndarray, int]],
+    prompts: list[Prompt],
     feeders: Mapping[str, Callable[[int], Feeder]],
     vocab: Vocab,
     config: StudyConfig,
 ) -> dict[str, Any]:
-    """The study's figures for `prompts`, each (name, tokens, beats, bar_steps) of a whole
-    piece: its first `prompt_bars` bars are continued by every feeder, and what follows them in
-    the piece is the `real` continuation."""
+    """The study's figures for `prompts`, each a whole piece: its first `prompt_bars` bars are
+    continued by every feeder, and what follows them in the piece is the `real` continuation."""
     per_prompt = []
-    for index, (name, tokens, beats, bar) in enumerate(prompts):
+    for index, piece in enumerate(prompts):
+        name, tokens, beats, bar = piece.name, piece.tokens, piece.beats, piece.bar_steps
         prompt_steps = config.prompt_bars * bar
         end_steps = prompt_steps + config.continuation_bars * bar
         window = prompt_steps / vocab.steps_per_beat, end_steps / vocab.steps_per_beat
@@ -176,7 +176,8 @@ def midi_prompt_study(
     run_dir = Path(run_dir)
     vocab = Vocab.from_json((run_dir / VOCAB_FILE).read_text())
     model = MusicTransformer.load(run_dir)
-    prompts, rejected = [], []
+    prompts: list[Prompt] = []
+    rejected: list[dict[str, str]] = []
     for path in sorted(midi_paths):
         try:
             piece = read_midi_piece(path, vocab)
@@ -187,7 +188,7 @@ def midi_prompt_study(
             reason = f"shorter than {config.prompt_bars + 1} bars"
             rejected.append({"file": str(path), "reason": reason})
             continue
-        prompts.append((piece.name, piece.tokens, piece.beats, piece.bar_steps))
+        prompts.append(piece)
     feeders = {"music_transformer": lambda bar_steps: transformer_feeder(model, bar_steps)}
     return study_prompts(prompts, feeders, vocab, config) | {"rejected": rejected}
 
