@@ -71,9 +71,15 @@ def inventory(
             entry["sha256"] = digest
             if error:
                 entry["status"], entry["reason"] = "rejected", f"cannot read it: {error}"
+    return mark_duplicates(entries)
+
+
+def mark_duplicates(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark each ok entry whose sha256 an earlier ok entry had as a duplicate of it (in list
+    order); the entries are changed in place and returned."""
     first_by_sha: dict[str, str] = {}
-    for entry in to_hash:
-        if entry["status"] == "rejected":
+    for entry in entries:
+        if entry["status"] != "ok":
             continue
         if entry["sha256"] in first_by_sha:
             entry["status"] = "duplicate"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from prefect import flow
 from pydantic import Field, model_validator
 
-from datasets.audio.corpus import RECORDINGS_PREFIX
+from datasets.audio.corpus import RECORDINGS_PREFIX, corpus_parts
 from datasets.audio.pairs import PairSpec
 from datasets.inventory import batches
 from flows.cli import parse_params, run_cli
@@ -57,8 +57,8 @@ class AudioParams(CorpusParams):
         "bach",
         description="'bach' (the chorales rendered by FluidSynth), 'bytebeat' (built-in "
         "formulas), 'recordings-speech' or 'recordings-music' (real recordings fetched from "
-        "Debian and npm packages), a .txt of formulas (one per line), or a directory of audio "
-        "files",
+        "Debian and npm packages), a .txt of formulas (one per line), a directory of audio "
+        "files, or several of these joined by '+' (recordings-speech+recordings-music+bach)",
     )
     split_by: Literal["file", "dir"] | None = Field(
         None,
@@ -129,9 +129,18 @@ class AudioParams(CorpusParams):
         self.pair_spec()  # refuses a patch or stride that is no multiple of the ratio
         return self
 
+    def corpus_names(self) -> list[str]:
+        return corpus_parts(self.corpus)
+
+    def is_mix(self) -> bool:
+        """Whether `corpus` joins several corpora (`a+b`)."""
+        return len(self.corpus_names()) > 1
+
     def splits_by_dir(self) -> bool:
-        """Whether the split keeps each top directory whole (`split_by`; recordings: yes)."""
-        default = "dir" if self.corpus.startswith(RECORDINGS_PREFIX) else "file"
+        """Whether the split keeps each top directory whole (`split_by`; default: yes when any
+        part is a corpus of recordings)."""
+        recordings = any(name.startswith(RECORDINGS_PREFIX) for name in self.corpus_names())
+        default = "dir" if recordings else "file"
         return (self.split_by or default) == "dir"
 
     def pair_spec(self) -> PairSpec:
@@ -195,7 +204,9 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
     ]
     loaded = [record for future in load_futures for record in future.result()]
     by_dir = params.splits_by_dir()
-    splits = split_task(loaded, params.seed, params.valid_fraction, params.test_fraction, by_dir)
+    splits = split_task(
+        loaded, params.seed, params.valid_fraction, params.test_fraction, by_dir, params.is_mix()
+    )
     spec_dict = dataclasses.asdict(spec)
     pair_futures = [
         pairs_task.submit(batch, data_dir, spec_dict)
@@ -228,7 +239,9 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
         result["run_dir"] = str(resolve_model(data_dir, params.model))
     run_dir = result.get("run_dir", "")
     if "evaluate" in stages:
-        result["metrics"] = evaluate_audio_model(data_dir, run_dir, params.profile)
+        result["metrics"] = evaluate_audio_model(
+            data_dir, run_dir, params.profile, by_source=params.is_mix()
+        )
     if "superres" in stages:
         if params.input:
             result["superres"] = superresolve_file_task(

@@ -51,9 +51,15 @@ class CorpusParams(FlowParams):
     valid_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for valid")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of files for test")
 
+    def corpus_names(self) -> list[str]:
+        """The corpora `corpus` names (one; the audio flow also takes a mix of several)."""
+        return [self.corpus]
+
     def corpus_limit(self) -> int | None:
-        """`limit`, or the quick subset for a built-in corpus at the tiny and quick profiles."""
-        if self.limit is None and self.profile != "full" and self.corpus in self.BUILTIN_CORPORA:
+        """`limit`, or the quick subset (of each) of built-in corpora at the tiny and quick
+        profiles."""
+        builtin = all(name in self.BUILTIN_CORPORA for name in self.corpus_names())
+        if self.limit is None and self.profile != "full" and builtin:
             return self.QUICK_LIMIT
         return self.limit
 

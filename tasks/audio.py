@@ -12,13 +12,12 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from datasets.audio.corpus import audio_corpus
+from datasets.audio.corpus import audio_inventory, file_group
 from datasets.audio.dataset import dataset_key, write_audio_dataset
 from datasets.audio.load import load_entry
 from datasets.audio.lowres import pairs_entry
 from datasets.audio.pairs import PairSpec
 from datasets.audio.signal_report import report_excerpt, signal_report
-from datasets.inventory import corpus_inventory
 from datasets.splits import split_groups, split_pieces
 from datasets.stamps import reuse_stamp, write_stamp
 from tasks.common import log_rejected, publish_markdown, publish_table
@@ -35,12 +34,12 @@ def discover_task(
     program: int,
     max_file_bytes: int,
 ) -> list[dict[str, Any]]:
-    """Find (rendering first for bach and bytebeat) and hash the corpus files; one entry each."""
-    found = audio_corpus(corpus, data_dir, hr_rate, limit, program)
-    entries = corpus_inventory(corpus, found.paths, found.root, max_file_bytes, limit)
-    refused = [dict(row, file="") for row in found.refused]
-    get_run_logger().info("audio corpus %s: %d files under %s", corpus, len(entries), found.root)
-    return entries + refused
+    """Find (rendering first for bach and bytebeat) and hash the corpus files, of every part of
+    a mix; one entry each."""
+    entries = audio_inventory(corpus, data_dir, hr_rate, limit, program, max_file_bytes)
+    found = sum(bool(entry["file"]) for entry in entries)
+    get_run_logger().info("audio corpus %s: %d files", corpus, found)
+    return entries
 
 
 @task(name="audio-load", cache_policy=NO_CACHE)
@@ -68,13 +67,15 @@ def split_task(
     valid_fraction: float,
     test_fraction: float,
     by_dir: bool = False,
+    mixed: bool = False,
 ) -> dict[str, str]:
     """Assign each accepted file to train/valid/test, before any patching; `by_dir` keeps the
-    files of each top directory under the corpus root (a speaker, a song) in one split."""
+    files of each top directory under the corpus root (a speaker, a song), or under its part's
+    root in a `mixed` corpus, in one split."""
     ok = [r for r in records if r["status"] == "ok"]
     if not by_dir:
         return split_pieces([r["file_id"] for r in ok], seed, valid_fraction, test_fraction)
-    groups = {r["file_id"]: r["path"].split("/", 1)[0] for r in ok}
+    groups = {r["file_id"]: file_group(r["path"], mixed) for r in ok}
     return split_groups(groups, seed, valid_fraction, test_fraction)
 
 

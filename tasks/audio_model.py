@@ -99,12 +99,26 @@ def train_audio_model(
 
 
 @task(name="audio-evaluate", cache_policy=NO_CACHE)
-def evaluate_audio_model(data_dir: str, run_dir: str, profile: str = "full") -> dict[str, Any]:
-    """SNR, LSD and high-band LSD on the whole test files, beside the spline and sinc baselines;
-    writes `metrics.json` in the run and a side-by-side table artifact."""
+def evaluate_audio_model(
+    data_dir: str, run_dir: str, profile: str = "full", by_source: bool = False
+) -> dict[str, Any]:
+    """SNR, LSD and high-band LSD on the whole test files, beside the spline and sinc baselines
+    (and per part of a mixed corpus, `by_source`); writes `metrics.json` in the run and a
+    side-by-side table artifact."""
     max_files, max_seconds = EVAL_LIMITS[profile]
-    metrics = evaluate_run(run_dir, data_dir, "test", max_files, max_seconds)
+    metrics = evaluate_run(run_dir, data_dir, "test", max_files, max_seconds, by_source)
     table = side_by_side(metrics)
+    sources = metrics.get("by_source", {})
+    if sources:
+        publish_table(
+            f"audio-eval-sources-{Path(run_dir).name}",
+            [
+                {"source": name, "n_files": part["n_files"], **row}
+                for name, part in sources.items()
+                for row in side_by_side(part)
+            ],
+            description="the test split per part of the mixed corpus",
+        )
     publish_table(
         f"audio-eval-{Path(run_dir).name}",
         table,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
@@ -22,13 +24,15 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def params(corpus: Path | str, data_dir: Path, **extra) -> AudioParams:
     return AudioParams(
-        data_dir=str(data_dir),
-        corpus=str(corpus),
-        stages=["data"],
-        patch=2048,
-        stride=1024,
-        batch_size=3,
-        **extra,
+        **{
+            "data_dir": str(data_dir),
+            "corpus": str(corpus),
+            "stages": ["data"],
+            "patch": 2048,
+            "stride": 1024,
+            "batch_size": 3,
+            **extra,
+        }
     )
 
 
@@ -99,3 +103,47 @@ def test_bach_default_corpus_renders_with_fluidsynth(prefect_harness, tmp_path: 
     mtimes = [w.stat().st_mtime_ns for w in wavs]
     audio_flow(params("bach", tmp_path / "d", limit=3, program=0))
     assert [w.stat().st_mtime_ns for w in wavs] == mtimes  # rendered once, then cached
+
+
+def test_a_mix_of_corpora_keeps_each_part_apart(prefect_harness, tmp_path: Path) -> None:
+    """`a+b`: each part's files under its name, a file the first part had is a duplicate in
+    the second, the split keeps each part's directories whole, and the evaluation reports
+    every part beside the whole."""
+    speech, music = tmp_path / "speech", tmp_path / "music"
+    noise = np.random.default_rng(0)
+    for group in ("speech/anna", "speech/boris", "speech/clara", "speech/dora", "music/song"):
+        (tmp_path / group).mkdir(parents=True)
+        for take in range(2):
+            path = tmp_path / group / f"take{take}.wav"
+            sf.write(str(path), 0.3 * noise.standard_normal(16000), 16000, "PCM_16")
+    (music / "song" / "copy.wav").write_bytes((speech / "anna" / "take0.wav").read_bytes())
+    mix = f"{speech}+{music}"
+    result = audio_flow(
+        params(
+            mix,
+            tmp_path / "d",
+            profile="tiny",
+            stages=["data", "train", "evaluate"],
+            split_by="dir",
+            valid_fraction=0.25,
+            test_fraction=0.25,
+        )
+    )
+    manifest = {row["path"]: row for row in pq.read_table(result.manifest).to_pylist()}
+    assert {path.split("/")[0] for path in manifest} == {"speech", "music"}
+    copy = manifest["music/song/copy.wav"]
+    assert (copy["status"], copy["reason"]) == (
+        "duplicate",
+        "same content as speech/anna/take0.wav",
+    )
+    files = pq.read_table(Path(result.files)).to_pylist()
+    split_of_group: dict[str, set[str]] = {}
+    for row in files:
+        split_of_group.setdefault("/".join(row["path"].split("/")[:2]), set()).add(row["split"])
+    assert len(split_of_group) == 5
+    assert all(len(splits) == 1 for splits in split_of_group.values())
+    metrics = json.loads(Path(result.metrics["metrics"]).read_text())
+    by_source = metrics["by_source"]
+    tested = {row["path"].split("/")[0] for row in files if row["split"] == "test"}
+    assert set(by_source) == tested
+    assert sum(part["n_files"] for part in by_source.values()) == metrics["n_files"]

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from datasets.audio.corpus import audio_corpus
+from datasets.audio.corpus import audio_corpus, corpus_parts
 from datasets.audio.recordings import (
     SOURCES,
     FetchError,
@@ -27,6 +27,7 @@ from datasets.audio.recordings import (
     select_recordings,
 )
 from flows.audio import AudioParams
+from models.audio.config import QUICK_LIMIT
 from tasks.audio import split_task
 
 RATE = 44100
@@ -195,3 +196,18 @@ def test_the_recordings_split_by_directory_unless_told_otherwise():
     assert not AudioParams(corpus="recordings-music", split_by="file").splits_by_dir()
     assert not AudioParams().splits_by_dir()  # the renders: each file on its own
     assert AudioParams(split_by="dir").splits_by_dir()
+
+
+def test_a_mix_splits_by_directory_when_any_part_is_recordings_and_limits_each_built_in():
+    assert AudioParams(corpus="bach+recordings-speech").splits_by_dir()
+    assert not AudioParams(corpus="bach+bytebeat").splits_by_dir()
+    assert AudioParams(corpus="recordings-music+bach").corpus_limit() == QUICK_LIMIT
+    assert AudioParams(corpus="bach+/my/recordings").corpus_limit() is None  # a user's: whole
+    assert corpus_parts("recordings-speech+/my/recordings") == [
+        "recordings-speech",
+        "/my/recordings",
+    ]
+    with pytest.raises(ValueError, match="distinct"):
+        corpus_parts("bach+/elsewhere/bach")
+    with pytest.raises(ValueError, match="distinct"):
+        corpus_parts("bach+")

@@ -19,12 +19,15 @@ from datasets.audio.bytebeat import BUILTIN_FORMULAS, read_formulas, render_form
 from datasets.audio.files import find_audio_files
 from datasets.audio.recordings import RECORDING_CORPORA, recordings_corpus
 from datasets.audio.render import render_many
+from datasets.inventory import corpus_inventory, mark_duplicates
 from datasets.io import manifest_row
 
 BACH = "bach"
 BYTEBEAT = "bytebeat"
 # Built-in corpora of real recordings (`datasets.audio.recordings`): `recordings-speech`, ...
 RECORDINGS_PREFIX = "recordings-"
+# Joins the corpora of a mix: `recordings-speech+recordings-music+bach`.
+MIX_SEPARATOR = "+"
 
 
 @dataclass
@@ -32,6 +35,47 @@ class AudioCorpus:
     root: Path  # manifest paths are relative to this
     paths: list[Path]
     refused: list[dict[str, Any]] = field(default_factory=list)  # manifest rows, rejected
+
+
+def corpus_parts(corpus: str) -> list[str]:
+    """The corpora a mix joins with `+` (a directory whose name has a `+` is one corpus)."""
+    if MIX_SEPARATOR not in corpus or Path(corpus).is_dir():
+        return [corpus]
+    parts = corpus.split(MIX_SEPARATOR)
+    labels = [Path(part).name for part in parts]
+    if "" in parts or len(set(labels)) != len(labels):
+        raise ValueError(f"corpus mix {corpus!r} needs distinct, non-empty parts")
+    return parts
+
+
+def file_group(path: str, mixed: bool) -> str:
+    """The group a file shares its split with: the top directory of its manifest path (a
+    speaker, a song), or of its path within its part of a mix (`<part>/<speaker>`)."""
+    return "/".join(path.split("/")[: 2 if mixed else 1])
+
+
+def audio_inventory(
+    corpus: str,
+    data_dir: str | os.PathLike[str],
+    sample_rate: int,
+    limit: int | None,
+    program: int,
+    max_file_bytes: int,
+) -> list[dict[str, Any]]:
+    """The inventory of `corpus` (`corpus_inventory`, plus the inputs refused before they were
+    files). In a mix each part keeps its own `limit` and its paths go under the part's name
+    (`recordings-speech/<speaker>/<file>`), and a file an earlier part already had is a
+    duplicate."""
+    parts = corpus_parts(corpus)
+    entries: list[dict[str, Any]] = []
+    for part in parts:
+        found = audio_corpus(part, data_dir, sample_rate, limit, program)
+        rows = corpus_inventory(part, found.paths, found.root, max_file_bytes, limit)
+        rows += [dict(row, file="") for row in found.refused]
+        if len(parts) > 1:
+            rows = [dict(row, path=f"{Path(part).name}/{row['path']}") for row in rows]
+        entries += rows
+    return mark_duplicates(entries) if len(parts) > 1 else entries
 
 
 def bach_wavs(

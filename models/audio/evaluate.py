@@ -121,8 +121,10 @@ def evaluate_run(
     split: str = "test",
     max_files: int | None = None,
     max_seconds: float | None = None,
+    by_source: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the model in `run_dir` on the whole files of `split`; write `metrics.json`."""
+    """Evaluate the model in `run_dir` on the whole files of `split`; write `metrics.json`.
+    `by_source` (a mixed corpus) adds the summary of each part (the files' top directory)."""
     run_dir = Path(run_dir)
     model = load_model(run_dir)
     pairs = run_pairs_info(run_dir)
@@ -140,6 +142,12 @@ def evaluate_run(
         "max_seconds": max_seconds,
         "per_file": rows,
     }
+    if by_source:
+        source = {row["file_id"]: row["path"].split("/", 1)[0] for row in files}
+        metrics["by_source"] = {
+            name: summarize([r for r in rows if source[r["file_id"]] == name])
+            for name in sorted(set(source.values()))
+        }
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
