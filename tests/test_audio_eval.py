@@ -13,7 +13,7 @@ from datasets.audio.pairs import PairSpec
 from models.audio.config import AudioTrainConfig
 from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side
-from models.audio.mismatch import mismatch_table, write_filter_pairs
+from models.audio.mismatch import filter_robustness, mismatch_table, write_filter_pairs
 from models.audio.train import train_audio_unet
 
 torch.set_num_threads(1)
@@ -72,3 +72,17 @@ def test_filter_pairs_and_the_mismatch_table(
     by_filter = {r["eval_filter"]: r for r in rows}
     # Aliased inputs (no filter) are the hardest for the spline as well.
     assert by_filter["none"]["spline_snr_db"] < by_filter["soxr"]["spline_snr_db"]
+
+
+def test_the_robustness_study_sets_unseen_filters_against_the_trained_one(
+    trained_run: Path, audio_data_dir: Path
+) -> None:
+    study = filter_robustness(trained_run, audio_data_dir, max_seconds=2.0)
+    gains = {r["eval_filter"]: r["gain_db"] for r in study["rows"]}
+    assert list(gains) == ["soxr", "cheby", "fir", "none", "butter", "ellip"]
+    assert study["seen_filters"] == ["soxr"]  # the fixture trains on soxr pairs only
+    assert study["seen_gain_db"] == gains["soxr"]
+    assert study["worst_unseen_gain_db"] == min(gains["butter"], gains["ellip"])
+    assert study["unseen_loss_db"] == pytest.approx(
+        gains["soxr"] - study["worst_unseen_gain_db"], abs=1e-3
+    )

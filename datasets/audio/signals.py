@@ -18,15 +18,27 @@ import soxr
 from scipy import interpolate
 from scipy import signal as sps
 
-FilterName = Literal["soxr", "cheby", "fir", "none"]
+FilterName = Literal["soxr", "cheby", "fir", "none", "butter", "ellip"]
+# The filters pairs are made with (and `random` draws from).
 FILTERS: tuple[FilterName, ...] = ("soxr", "cheby", "fir", "none")
+# Filters no training set uses: the robustness study tests on them (filters a model never saw).
+UNSEEN_FILTERS: tuple[FilterName, ...] = ("butter", "ellip")
 RATIOS: tuple[int, ...] = (2, 3, 4, 6, 8)
 
 # Attenuation each filter guarantees for a tone in its stop band, which starts at
 # STOPBAND_START x the new Nyquist frequency (measured with a full-scale tone, tests/test_signals.py
 # holds every filter to its figure for every ratio). `none` does not filter: its figure is 0 dB.
 STOPBAND_START = 1.25
-STOPBAND_DB: dict[str, float] = {"soxr": 100.0, "cheby": 80.0, "fir": 50.0, "none": 0.0}
+STOPBAND_DB: dict[str, float] = {
+    "soxr": 100.0,
+    "cheby": 80.0,
+    "fir": 50.0,
+    "none": 0.0,
+    "butter": 40.0,
+    "ellip": 40.0,  # a sixth-order transition: 43 dB at 1.25 x Nyquist, 120 dB deep past it
+}
+# The IIR filters' passband edges, as a share of the new Nyquist frequency.
+IIR_PASSBAND = 0.9
 
 
 def _levels(bits: int) -> int:
@@ -85,7 +97,10 @@ def decimate(x: np.ndarray, ratio: int, filter: FilterName = "soxr") -> np.ndarr
 
     `soxr`: libsoxr HQ (steep, linear phase); `cheby`: order-8 Chebyshev I run forwards and
     backwards (scipy's `decimate`); `fir`: polyphase FIR with a Kaiser window (`resample_poly`);
-    `none`: plain `x[::ratio]`, aliased on purpose. Returns float32 of length ceil(len/ratio).
+    `none`: plain `x[::ratio]`, aliased on purpose; `butter` (order-8 Butterworth) and `ellip`
+    (order-6 elliptic, 0.01 dB ripple, 60 dB stop), both from 0.9 x the new Nyquist frequency and
+    run forwards and backwards, are kept out of training (`UNSEEN_FILTERS`). Returns float32 of
+    length ceil(len/ratio).
     """
     if ratio not in RATIOS:
         raise ValueError(f"ratio must be one of {RATIOS}, got {ratio}")
@@ -101,8 +116,18 @@ def decimate(x: np.ndarray, ratio: int, filter: FilterName = "soxr") -> np.ndarr
         out = sps.decimate(padded, ratio, n=8, ftype="iir", zero_phase=True)
     elif filter == "fir":
         out = sps.resample_poly(x, 1, ratio)
+    elif filter in ("butter", "ellip"):
+        edge = IIR_PASSBAND / ratio
+        sos = (
+            sps.butter(8, edge, output="sos")
+            if filter == "butter"
+            else sps.ellip(6, 0.01, 60, edge, output="sos")
+        )
+        # sosfiltfilt's edge padding needs more samples than a few; shorter inputs get zeros.
+        padded = np.pad(x, (0, max(0, 3 * (2 * len(sos) + 1) + 1 - len(x))))
+        out = sps.sosfiltfilt(sos, padded)[::ratio]
     else:
-        raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS}")
+        raise ValueError(f"unknown filter {filter!r}; expected one of {FILTERS + UNSEEN_FILTERS}")
     out = np.asarray(out, dtype=np.float32)[:n_out]
     return np.pad(out, (0, n_out - len(out)))
 

@@ -15,12 +15,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from datasets.audio.pairs import PairSpec, make_pairs, pairs_schema
-from datasets.audio.signals import FILTERS
+from datasets.audio.pairs import RANDOM_FILTER, PairSpec, make_pairs, pairs_schema
+from datasets.audio.signals import FILTERS, UNSEEN_FILTERS
 from datasets.io import sha256_json, write_json_atomic, write_parquet_atomic
 from models.audio.config import EVAL_LIMITS, MISMATCH_FILES, MISMATCH_PROFILE
 from models.audio.data import read_pairs_info
-from models.audio.evaluate import METRICS, evaluate_files, read_hr, split_files, summarize
+from models.audio.evaluate import (
+    METRICS,
+    evaluate_files,
+    read_hr,
+    run_pairs_info,
+    split_files,
+    summarize,
+)
 from models.audio.infer import load_model
 
 # Trains a run: (pairs dir, run dir, profile, seed, data key) -> summary. The data key names the
@@ -125,3 +132,31 @@ def filter_mismatch(
     rows = mismatch_table(run_dirs, data_dir, "test", FILTERS, max_files, max_seconds)
     table = write_json_atomic(root / f"{profile}-seed{seed}.json", rows)
     return {"table": table, "rows": rows, "models": run_dirs}
+
+
+def filter_robustness(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    max_files: int | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """One trained model on inputs made with every filter, the ones no training set uses
+    (`UNSEEN_FILTERS`) included: per filter its SNR gain over the spline on the same inputs.
+
+    `unseen_loss_db` is the mean gain on the filters the model was trained with (all of
+    `FILTERS` for a `random` model) minus the gain on the worst unseen filter."""
+    train_filter = run_pairs_info(run_dir)["filter"]
+    seen = FILTERS if train_filter == RANDOM_FILTER else (train_filter,)
+    rows = mismatch_table(
+        {train_filter: run_dir}, data_dir, split, FILTERS + UNSEEN_FILTERS, max_files, max_seconds
+    )
+    seen_gain = sum(r["gain_db"] for r in rows if r["eval_filter"] in seen) / len(seen)
+    worst_unseen = min(r["gain_db"] for r in rows if r["eval_filter"] in UNSEEN_FILTERS)
+    return {
+        "rows": rows,
+        "seen_filters": list(seen),
+        "seen_gain_db": round(seen_gain, 3),
+        "worst_unseen_gain_db": worst_unseen,
+        "unseen_loss_db": round(seen_gain - worst_unseen, 3),
+    }
