@@ -15,7 +15,7 @@ from models import checkpoint
 from models.audio.config import AudioTrainConfig, preset, profile_config
 from models.audio.data import iter_epoch, pair_shards, read_pairs_info
 from models.audio.losses import stft_loss
-from models.audio.train import train_audio_unet
+from models.audio.train import train_audio_unet, train_seconds
 from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
 
 torch.set_num_threads(1)
@@ -115,11 +115,15 @@ def test_missing_pairs_and_unfit_patches_are_clear_errors(tmp_path: Path, tiny_s
 
 
 def _run_files(run_dir: Path) -> dict[str, bytes]:
-    return {
+    """Every file's bytes; the checkpoint's scalars without the wall time they record."""
+    files = {
         p.relative_to(run_dir).as_posix(): p.read_bytes()
         for p in sorted(run_dir.rglob("*"))
         if p.is_file()
     }
+    state = json.loads(files.pop(f"checkpoint/{STATE_JSON_FILE}"))
+    assert state["extra"].pop("seconds") > 0
+    return files | {STATE_JSON_FILE: json.dumps(state).encode()}
 
 
 def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
@@ -159,6 +163,8 @@ def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
     assert json.loads((killed / STATE_JSON_FILE).read_text())["extra"]["step"] == 10
     resumed = train_audio_unet(pairs, tmp_path / "killed", config)
     assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
+    # The wall time adds up over the three calls: more than the last one alone took.
+    assert train_seconds(tmp_path / "killed") > resumed["seconds"]
     ignore = {"seconds", "run_dir"}
     assert {k: v for k, v in resumed.items() if k not in ignore} == {
         k: v for k, v in straight.items() if k not in ignore

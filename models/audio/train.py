@@ -15,6 +15,7 @@ checkpoint intervals.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from models.audio.infer import build_model, load_model_config, predict_patches
 from models.audio.losses import stft_loss
 from models.audio.metrics import snr_db
 from models.checkpoint import (
+    STATE_JSON_FILE,
     finish_checkpoint,
     load_checkpoint,
     pick_device,
@@ -66,6 +68,13 @@ METRICS_SCHEMA = pa.schema(
 def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["step"]), schema=METRICS_SCHEMA)
     write_parquet_atomic(run_dir / METRICS_FILE, table)
+
+
+def train_seconds(run_dir: str | Path) -> float | None:
+    """Wall time of training over every call of the run in `run_dir`, from its last checkpoint
+    (None: a checkpoint from before the trainer recorded it)."""
+    state = Path(run_dir) / CHECKPOINT_DIR / STATE_JSON_FILE
+    return json.loads(state.read_text())["extra"].get("seconds")
 
 
 def train_audio_unet(
@@ -112,10 +121,12 @@ def train_audio_unet(
     # Loss and MSE of the steps since the last logged row (a checkpoint may fall between rows).
     losses: list[float] = []
     mses: list[float] = []
+    earlier_seconds = 0.0  # training wall time of the calls before this one (a resumed run)
     if resuming:
         extra = load_checkpoint(checkpoint, model, optimizer, generator)
         step, epoch, batch_in_epoch = extra["step"], extra["epoch"], extra["batch_in_epoch"]
         losses, mses = list(extra.get("losses", [])), list(extra.get("mses", []))
+        earlier_seconds = float(extra.get("seconds", 0.0))
         if (run_dir / METRICS_FILE).exists():
             logged = pq.read_table(run_dir / METRICS_FILE).to_pylist()
             rows = [row for row in logged if row["step"] <= step]
@@ -165,6 +176,7 @@ def train_audio_unet(
                     "batch_in_epoch": batch_in_epoch,
                     "losses": losses,
                     "mses": mses,
+                    "seconds": earlier_seconds + time.perf_counter() - started,
                 }
                 save_checkpoint(checkpoint, model, optimizer, extra, generator)
             if progress is not None:
