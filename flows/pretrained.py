@@ -11,10 +11,13 @@
   splits.
 - `music21`: the symbolic flow on `--corpus music21` at the `full` profile (data, train,
   evaluate: NLL beside the baselines and the musicality study of held-out prompts).
+- `superres-x4-16k`: the audio flow on real speech, real music and the chorale renders
+  (`SUPERRES_CORPUS`) at 4 -> 16 kHz with a random anti-aliasing filter per file, the spectral
+  model (`--arch bwe`) at the `full` profile; evaluated per part and on unseen filters.
 
 Runs live under `data_dir` and resume from their checkpoints, so a killed build picks up where
 it stopped. A model replaces the shipped one only when its headline number (JSB valid NLL, the
-music21 model's test NLL) is better, unless `--force`.
+music21 model's test NLL, the super-resolution model's test LSD) is better, unless `--force`.
 """
 
 from __future__ import annotations
@@ -26,21 +29,25 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import Field
 
+from flows.audio import AudioParams, audio_flow
 from flows.cli import run_cli
 from flows.params import FlowParams, Profile
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.symbolic.jsb import SHIPPED_RECIPE, SHIPPED_RESTART
-from tasks.pretrained import export_jsb_model, export_music21_model
+from tasks.pretrained import export_jsb_model, export_music21_model, export_superres_model
 from tasks.symbolic_model import jsb_benchmark
 
-PretrainedName = Literal["jsb", "music21"]
+PretrainedName = Literal["jsb", "music21", "superres-x4-16k"]
 DEFAULT_JSB = "../shared/data/jsb/Jsb16thSeparated.json"
+# What the shipped super-resolution model learns from: real speech, real music, the renders.
+SUPERRES_CORPUS = "recordings-speech+recordings-music+bach"
 
 
 class PretrainedParams(FlowParams):
     profile: Profile = Field("full", description="Training profile (shipped models: full)")
     names: list[PretrainedName] = Field(
-        default_factory=lambda: ["jsb", "music21"], description="Models to build"
+        default_factory=lambda: ["jsb", "music21", "superres-x4-16k"],
+        description="Models to build",
     )
     out_dir: str = Field("models/pretrained", description="Where shipped models go")
     jsb: str = Field(DEFAULT_JSB, description="Coconet-format Jsb16thSeparated.json")
@@ -89,6 +96,27 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
         trained = symbolic_flow(corpus_params).model_dump(mode="json")
         results["music21"] = export_music21_model(
             trained, str(out / "music21"), command_line(params, "music21"), params.force
+        )
+    if "superres-x4-16k" in params.names:
+        audio_params = AudioParams(
+            data_dir=str(Path(params.data_dir) / "pretrained-superres"),
+            corpus=SUPERRES_CORPUS,
+            profile=params.profile,
+            seed=params.seed,
+            workers=params.workers,
+            stages=["data", "train", "evaluate"],
+            hr_rate=16000,
+            ratio=4,
+            filter="random",
+            arch="bwe",
+        )
+        trained = audio_flow(audio_params).model_dump(mode="json")
+        results["superres-x4-16k"] = export_superres_model(
+            trained,
+            SUPERRES_CORPUS,
+            str(out / "superres-x4-16k"),
+            command_line(params, "superres-x4-16k"),
+            params.force,
         )
     return results
 

@@ -16,6 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from datasets.symbolic.jsb import serialization_json
 from datasets.symbolic.tokenizer import VOCAB_FILE
+from models.audio.evaluate import METRICS as AUDIO_METRICS
+from models.audio.mismatch import filter_robustness
+from models.audio.train import train_seconds as audio_train_seconds
+from models.audio.train import trained_steps as audio_trained_steps
 from models.pretrained import ModelCard, export_pretrained, hardware, improves_on_shipped
 from models.symbolic.jsb import PUBLISHED, score_jsb_model
 from models.symbolic.run import METRICS_JSON, train_seconds, trained_steps
@@ -24,6 +28,9 @@ from tasks.common import publish_table
 
 # Semitones up and down the shipped JSB model's key-averaged figures mix.
 KEY_ENSEMBLE = 3
+# The robustness study of the shipped super-resolution model: the first test files (by id, so
+# drawn across the corpus's parts), their first seconds, under each of 6 filters.
+ROBUSTNESS_FILES, ROBUSTNESS_SECONDS = 150, 10.0
 
 
 def training_stages(run_dir: Path) -> list[Path]:
@@ -176,3 +183,79 @@ def export_music21_model(
     )
     texts = {VOCAB_FILE: (run_dir / VOCAB_FILE).read_text()}
     return _export(run_dir, Path(out_dir), card, metrics, texts, force)
+
+
+def _audio_row(summary: dict[str, Any]) -> dict[str, float]:
+    """A summary's model and baseline figures, flat: lsd, sinc_lsd, spline_snr_db, ..."""
+    row = {key: round(summary[key], 3) for key in AUDIO_METRICS}
+    for name, baseline in summary["baselines"].items():
+        row |= {f"{name}_{key}": round(baseline[key], 3) for key in AUDIO_METRICS}
+    return row
+
+
+@task(name="pretrained-export-superres", cache_policy=NO_CACHE)
+def export_superres_model(
+    result: dict[str, Any], corpus: str, out_dir: str, command: str, force: bool = False
+) -> dict[str, Any]:
+    """The run of an audio flow `result` (trained and evaluated on `corpus`, a mix) as the
+    shipped super-resolution model, with its figures per part and its filter robustness."""
+    run_dir, data_dir = Path(result["run_dir"]), result["data_dir"]
+    evaluation = json.loads((run_dir / "metrics.json").read_text())
+    robustness = filter_robustness(run_dir, data_dir, "test", ROBUSTNESS_FILES, ROBUSTNESS_SECONDS)
+    sources = evaluation.get("by_source", {})
+    metrics = {
+        **_audio_row(evaluation),
+        "by_source": {
+            name: _audio_row(part) | {"n_files": part["n_files"]} for name, part in sources.items()
+        },
+        "unit": "LSD: log10 power spectra, NU-Wave's definition; lsd_hf: above the input's "
+        "Nyquist frequency; snr_db: of the waveform; means over whole test files",
+        "n_files": evaluation["n_files"],
+        "eval_filter": evaluation["filter"],
+        "files": {s: result[f"files_{s}"] for s in ("train", "valid", "test")},
+        "hr_seconds": result["hr_seconds"],
+        "rejected_files": result["n_rejected"],
+        "steps": audio_trained_steps(run_dir),
+        "train_seconds": audio_train_seconds(run_dir),
+        "robustness": robustness,
+    }
+    parts = {"all": _audio_row(evaluation), **metrics["by_source"]}
+    headline = {
+        f"{name}: test LSD (model / sinc / spline)": (
+            f"{row['lsd']} / {row['sinc_lsd']} / {row['spline_lsd']}"
+        )
+        for name, row in parts.items()
+    } | {
+        f"{name}: test SNR dB (model / spline)": f"{row['snr_db']} / {row['spline_snr_db']}"
+        for name, row in parts.items()
+    }
+    card = ModelCard(
+        name="superres-x4-16k",
+        summary="Audio super-resolution from 4 to 16 kHz: the spectral bandwidth extender "
+        "(amplitude and phase streams of ConvNeXt blocks, after AP-BWE) trained on real speech, "
+        "real music and FluidSynth renders, with a randomly chosen anti-aliasing filter per file.",
+        data=f"`--corpus {corpus}` (the recordings fetched from Debian and npm "
+        f"packages, checked for full bandwidth, split by speaker or song; the chorale renders "
+        f"split per file): {metrics['files']['train']} train, {metrics['files']['valid']} "
+        f"valid, {metrics['files']['test']} test files, {result['hr_seconds'] / 3600:.1f} h in "
+        "all.",
+        command=command,
+        steps=metrics["steps"],
+        wall_time=_wall_time(metrics["train_seconds"]),
+        hardware=hardware(),
+        metrics={
+            "lsd": metrics["lsd"],
+            **headline,
+            "SNR gain over the spline on unseen filters, dB (worst / seen mean)": (
+                f"{robustness['worst_unseen_gain_db']} / {robustness['seen_gain_db']}"
+            ),
+        },
+        notes=[
+            "Super-resolve a file: `python -m flows.audio --input my.wav --output my-16k.wav "
+            "--model models/pretrained/superres-x4-16k` (any rate and length; no server).",
+            f"Robustness: {ROBUSTNESS_FILES} test files (first {ROBUSTNESS_SECONDS:.0f} s each) "
+            "made with each training filter and with a Butterworth and an elliptic filter no "
+            "training set uses; the per-filter table is under `robustness` in metrics.json.",
+        ],
+    )
+    return _export(run_dir, Path(out_dir), card, metrics, {}, force)

@@ -80,3 +80,16 @@ def write_bad_files(root: Path) -> dict[str, str]:
         "one_sample.wav": "shorter than one patch",
         "truncated.flac": "decoding failed",
     }
+
+
+def write_mix_corpus(root: Path) -> str:
+    """Two corpora as a mix `<root>/speech+<root>/music`: four speakers and a song, two
+    1-second noise takes each, and `music/song/copy.wav`, a copy of `speech/anna/take0.wav`."""
+    noise = np.random.default_rng(0)
+    for group in ("speech/anna", "speech/boris", "speech/clara", "speech/dora", "music/song"):
+        (root / group).mkdir(parents=True)
+        for take in range(2):
+            path = root / group / f"take{take}.wav"
+            sf.write(str(path), 0.3 * noise.standard_normal(16000), 16000, "PCM_16")
+    (root / "music/song/copy.wav").write_bytes((root / "speech/anna/take0.wav").read_bytes())
+    return f"{root / 'speech'}+{root / 'music'}"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from audio_files import write_bad_files, write_good_files
+from audio_files import write_bad_files, write_good_files, write_mix_corpus
 
 from flows.audio import AudioParams, audio_flow
 
@@ -109,15 +108,7 @@ def test_a_mix_of_corpora_keeps_each_part_apart(prefect_harness, tmp_path: Path)
     """`a+b`: each part's files under its name, a file the first part had is a duplicate in
     the second, the split keeps each part's directories whole, and the evaluation reports
     every part beside the whole."""
-    speech, music = tmp_path / "speech", tmp_path / "music"
-    noise = np.random.default_rng(0)
-    for group in ("speech/anna", "speech/boris", "speech/clara", "speech/dora", "music/song"):
-        (tmp_path / group).mkdir(parents=True)
-        for take in range(2):
-            path = tmp_path / group / f"take{take}.wav"
-            sf.write(str(path), 0.3 * noise.standard_normal(16000), 16000, "PCM_16")
-    (music / "song" / "copy.wav").write_bytes((speech / "anna" / "take0.wav").read_bytes())
-    mix = f"{speech}+{music}"
+    mix = write_mix_corpus(tmp_path)
     result = audio_flow(
         params(
             mix,

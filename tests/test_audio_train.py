@@ -15,7 +15,7 @@ from models import checkpoint
 from models.audio.config import AudioTrainConfig, preset, profile_config
 from models.audio.data import iter_epoch, pair_shards, read_pairs_info
 from models.audio.losses import stft_loss
-from models.audio.train import train_audio_unet, train_seconds
+from models.audio.train import train_audio_unet, train_seconds, trained_steps
 from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
 
 torch.set_num_threads(1)
@@ -165,6 +165,7 @@ def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
     assert _run_files(tmp_path / "killed") == _run_files(tmp_path / "straight")
     # The wall time adds up over the three calls: more than the last one alone took.
     assert train_seconds(tmp_path / "killed") > resumed["seconds"]
+    assert trained_steps(tmp_path / "killed") == 15
     ignore = {"seconds", "run_dir"}
     assert {k: v for k, v in resumed.items() if k not in ignore} == {
         k: v for k, v in straight.items() if k not in ignore

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from audio_files import write_mix_corpus
 from prefect import flow
 from symbolic_corpus import VOCAB, write_symbolic
 from test_jsb import write_jsb
@@ -17,6 +18,7 @@ from test_jsb import write_jsb
 import models.pretrained as pretrained
 from datasets.io import write_bytes_atomic
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
+from flows.audio import AudioParams, audio_flow
 from flows.cli import run_cli
 from flows.pretrained import PretrainedParams, pretrained_flow
 from flows.symbolic import SymbolicParams, symbolic_flow
@@ -27,7 +29,7 @@ from models.symbolic.musicality_study import StudyConfig
 from models.symbolic.run import evaluate_run
 from models.symbolic.train import METRICS_PARQUET, train
 from models.symbolic.transformer import MusicTransformer
-from tasks.pretrained import export_music21_model
+from tasks.pretrained import export_music21_model, export_superres_model
 from tasks.symbolic_model import run_configs
 
 torch.set_num_threads(1)
@@ -236,3 +238,45 @@ def test_a_kill_between_the_renames_loses_no_shipped_model(trained, tmp_path, mo
         export_pretrained(trained, out, CARD, {"test_nll": 1.0})
     assert json.loads((out / "metrics.json").read_text()) == {"test_nll": 1.25}
     assert not (tmp_path / ".tiny.old").exists()
+
+
+def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harness, tmp_path):
+    """The super-resolution model as the pretrained flow builds it, on a mix of two small
+    corpora at the tiny profile: the spectral model, a filter per file, evaluated per part;
+    the export carries the figures of every part and the robustness study on its card."""
+    mix = write_mix_corpus(tmp_path / "corpus")
+    params = AudioParams(
+        data_dir=str(tmp_path / "data"),
+        corpus=mix,
+        profile="tiny",
+        stages=["data", "train", "evaluate"],
+        patch=2048,
+        filter="random",
+        arch="bwe",
+        valid_fraction=0.25,
+        test_fraction=0.25,
+        split_by="dir",
+    )
+
+    @flow
+    def build() -> dict:
+        result = audio_flow(params).model_dump(mode="json")
+        return export_superres_model(result, mix, str(tmp_path / "shipped"), "make pretrained")
+
+    assert build()["exported"]
+    shipped = tmp_path / "shipped"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    files = pq.read_table(tmp_path / "data" / "audio" / "files.parquet").to_pylist()
+    tested = {row["path"].split("/")[0] for row in files if row["split"] == "test"}
+    assert set(metrics["by_source"]) == tested
+    for row in [metrics, *metrics["by_source"].values()]:
+        assert {"lsd", "sinc_lsd", "spline_lsd", "snr_db", "spline_snr_db"} <= set(row)
+    robustness = metrics["robustness"]
+    assert robustness["seen_filters"] == ["soxr", "cheby", "fir", "none"]
+    assert [r["eval_filter"] for r in robustness["rows"]][-2:] == ["butter", "ellip"]
+    assert metrics["steps"] == 30
+    assert metrics["train_seconds"] > 0
+    assert json.loads((shipped / CONFIG_FILE).read_text())["n_fft"] > 0  # the spectral model
+    card = (shipped / "README.md").read_text()
+    assert "unseen filters" in card
+    assert "all: test LSD (model / sinc / spline)" in card

@@ -70,11 +70,20 @@ def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_parquet_atomic(run_dir / METRICS_FILE, table)
 
 
+def _checkpoint_extra(run_dir: str | Path) -> dict[str, Any]:
+    state = Path(run_dir) / CHECKPOINT_DIR / STATE_JSON_FILE
+    return json.loads(state.read_text())["extra"]
+
+
 def train_seconds(run_dir: str | Path) -> float | None:
     """Wall time of training over every call of the run in `run_dir`, from its last checkpoint
     (None: a checkpoint from before the trainer recorded it)."""
-    state = Path(run_dir) / CHECKPOINT_DIR / STATE_JSON_FILE
-    return json.loads(state.read_text())["extra"].get("seconds")
+    return _checkpoint_extra(run_dir).get("seconds")
+
+
+def trained_steps(run_dir: str | Path) -> int:
+    """The steps the run in `run_dir` has trained, from its last checkpoint."""
+    return int(_checkpoint_extra(run_dir)["step"])
 
 
 def train_audio_unet(
