@@ -75,9 +75,9 @@ def train_audio_model(
     prefix = "" if arch == "unet" else f"{arch}-"
     name = run_name or f"{prefix}{profile}-x{info.ratio}-{info.filter}-seed{seed}"
     run_dir = models_dir(data_dir) / name
-    overrides: dict[str, Any] = {"steps": steps} if steps is not None else {}
-    if arch != "unet":
-        overrides["preset"] = f"{arch}-{profile}"
+    overrides: dict[str, Any] = {"arch": arch}
+    if steps is not None:
+        overrides["steps"] = steps
     data_key = read_stamp(Path(data_dir) / "audio")
     logger.info("training %s on %s (%s)", run_dir, pairs, info)
     summary = _train(pairs, run_dir, profile, seed, data_key, **overrides)

@@ -182,3 +182,10 @@ def test_full_profile_takes_the_paper_model_and_its_settings_on_a_gpu(
     assert (gpu.preset, gpu.batch_size, gpu.lr, gpu.seed) == ("paper", 32, 3e-4, 3)
     assert gpu.steps == 10  # an override still wins over the GPU defaults
     assert profile_config("quick", 0).preset == "quick"
+    # The spectral model keeps its own preset and settings, on a GPU too.
+    bwe = profile_config("full", 0, arch="bwe")
+    assert (bwe.preset, bwe.batch_size) == ("bwe-full", 16)
+    assert bwe.stft_weight > 0
+    assert bwe.steps > cpu.steps
+    with pytest.raises(ValueError, match="unknown audio model"):
+        profile_config("full", 0, arch="wavenet")
