@@ -47,3 +47,26 @@ def test_it_learns_a_tiny_set_above_the_spline_and_loads_as_itself(tiny_set, tmp
     (run / CONFIG_FILE).write_text(json.dumps({"widths": [8, 16], "kernels": [9, 9]}))
     with pytest.raises(ModelDirectoryError, match=r"model\.safetensors"):
         load_model(run, "cpu")
+
+
+def test_the_band_every_filter_passes_is_the_inputs_own():
+    """Below `keep_below` of the input's band the output is the input whatever the network's
+    weights: training can only change the band above it (and the kept bins' gains)."""
+    config = preset("bwe-tiny", patch=2048)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for layer in (model.amp_out, model.real_out, model.imag_out):
+            layer.weight.normal_(0, 0.2)
+    rng = np.random.default_rng(0)
+    t = np.arange(2048) / config.hr_rate
+    low_tone = np.sin(2 * np.pi * 500 * t)  # well inside 0.75 x 2 kHz
+    x = torch.from_numpy((low_tone + 0.1 * rng.standard_normal(2048)).astype("float32"))[None, None]
+    y = model(x).detach().numpy().ravel()
+    spectrum_in = np.abs(np.fft.rfft(x.numpy().ravel()))
+    spectrum_out = np.abs(np.fft.rfft(y))
+    low = slice(20, int(0.6 * 1024 / 4))
+    high = slice(int(1.2 * 1024 / 4), 1024)
+    np.testing.assert_allclose(spectrum_out[low], spectrum_in[low], rtol=0.05, atol=0.5)
+    assert np.abs(spectrum_out[high] - spectrum_in[high]).mean() > 1.0  # the rest is changed
+    with pytest.raises(ValueError, match="keep_below"):
+        BWEConfig(keep_below=1.5)

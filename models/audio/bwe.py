@@ -8,14 +8,17 @@ phase in two parallel streams that talk to each other:
          -> phase (cos, sin) -> Conv1d(2 bins -> C) -> [ConvNeXt block] x N -> two Conv1d(C -> bins)
     after every block each stream adds a 1x1 projection of the other's features
     amplitude = input log amplitude + predicted change;  phase = atan2(sin + dI, cos + dR)
+    below `keep_below` of the input's band: the input's own spectrum, times a learned gain
     -> inverse STFT at the input's length
 
 Frames are the time axis and frequency bins the channels, so every convolution runs at the
 frame rate (hop samples), not the sample rate: that is what makes it cheap on a CPU. Both
 outputs start as the input's own spectrum (the last layers are initialised near zero), so an
-untrained network returns its input, as the U-Net does. The published model adds GAN
-discriminators and phase losses; here it trains with the pipeline's waveform loss (and the
-multi-resolution STFT term), which a CPU budget allows.
+untrained network returns its input, as the U-Net does. Where every anti-aliasing filter leaves
+the input's band whole (most of speech's and music's energy) nothing is predicted at all: a
+pilot lost 1 dB of SNR to a network re-predicting a band it was given. The published model adds
+GAN discriminators and phase losses; here it trains with the pipeline's waveform loss and the
+multi-resolution STFT term, which a CPU budget allows.
 """
 
 from __future__ import annotations
@@ -62,6 +65,8 @@ class BandwidthExtender(nn.Module):
         self.amp_out = nn.Conv1d(c, bins, 1)
         self.real_out = nn.Conv1d(c, bins, 1)
         self.imag_out = nn.Conv1d(c, bins, 1)
+        # log gain of the kept low bins: the spline input's droop is a fixed filter to undo
+        self.low_gain = nn.Parameter(torch.zeros(config.kept_bins))
         self.register_buffer("window", torch.hann_window(config.win), persistent=False)
         self._init_weights(generator)
 
@@ -96,6 +101,8 @@ class BandwidthExtender(nn.Module):
         amp = torch.exp(log_amp + self.amp_out(a))
         out_phase = torch.atan2(sin + self.imag_out(p), cos + self.real_out(p))
         out = torch.polar(amp, out_phase)
+        kept = spectrum[:, : c.kept_bins] * torch.exp(self.low_gain)[None, :, None]
+        out = torch.cat([kept, out[:, c.kept_bins :]], dim=1)
         y = torch.istft(out, c.n_fft, c.hop, c.win, self.window, center=True, length=length)
         return y[:, None, :]
 

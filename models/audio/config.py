@@ -60,11 +60,17 @@ class BWEConfig:
     n_fft: int = 512
     hop: int = 64
     win: int = 256
+    # Below this share of the input's Nyquist frequency every anti-aliasing filter passes the
+    # band whole: there the output keeps the input's phase and its amplitude (times a learned
+    # gain per bin), and only the band above is predicted.
+    keep_below: float = 0.75
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.keep_below <= 1.0:
+            raise ValueError(f"keep_below is a share of the input's band: {self.keep_below}")
         if self.win > self.n_fft or self.hop > self.win:
             raise ValueError(f"need hop <= win <= n_fft: {self.hop}, {self.win}, {self.n_fft}")
         if self.patch % self.multiple:
@@ -74,6 +80,11 @@ class BWEConfig:
     def multiple(self) -> int:
         """Input lengths are multiples of the hop: whole frames, so chunks join exactly."""
         return self.hop
+
+    @property
+    def kept_bins(self) -> int:
+        """The STFT bins the output takes from the input (`keep_below`)."""
+        return int(self.keep_below * (self.n_fft // 2) / self.ratio)
 
 
 AudioModelConfig = AudioUNetConfig | BWEConfig
