@@ -15,7 +15,7 @@ from models import checkpoint
 from models.audio.config import AudioTrainConfig, preset, profile_config
 from models.audio.data import iter_epoch, pair_shards, read_pairs_info
 from models.audio.losses import stft_loss
-from models.audio.train import train_audio_unet, train_seconds, trained_steps
+from models.audio.train import learning_rate, train_audio_unet, train_seconds, trained_steps
 from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
 
 torch.set_num_threads(1)
@@ -137,7 +137,7 @@ def test_resume_is_exact_when_checkpoints_fall_between_logged_rows(
     checkpoint and leaves nothing stale behind, and the summary (stamped by the task) is the
     same."""
     pairs = audio_data_dir / "audio" / "pairs"
-    config = small_config(steps=15, log_every=4, checkpoint_every=5)
+    config = small_config(steps=15, log_every=4, checkpoint_every=5, cosine=True)
     straight = train_audio_unet(pairs, tmp_path / "straight", config)
 
     def kill_at_step_12(fraction: float) -> None:
@@ -189,3 +189,11 @@ def test_full_profile_takes_the_paper_model_and_its_settings_on_a_gpu(
     assert bwe.steps > cpu.steps
     with pytest.raises(ValueError, match="unknown audio model"):
         profile_config("full", 0, arch="wavenet")
+
+
+def test_the_cosine_schedule_runs_from_the_rate_to_its_floor() -> None:
+    config = AudioTrainConfig(steps=101, lr=1e-3, cosine=True, min_lr_ratio=0.1)
+    assert learning_rate(config, 0) == pytest.approx(1e-3)
+    assert learning_rate(config, 50) == pytest.approx(0.55e-3)
+    assert learning_rate(config, 100) == pytest.approx(1e-4)
+    assert learning_rate(AudioTrainConfig(lr=2e-3), 70) == 2e-3  # constant unless asked

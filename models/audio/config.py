@@ -129,6 +129,9 @@ class AudioTrainConfig:
     # Weight of the multi-resolution STFT term; 0 = MSE only. The STFT term is scale-free (about
     # 1) while the MSE of music in [-1, 1] is about 1e-4, so useful weights are small (~1e-5).
     stft_weight: float = 0.0
+    # Cosine decay of the learning rate to `min_lr_ratio` of it over `steps`; off: constant.
+    cosine: bool = False
+    min_lr_ratio: float = 0.1
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 100
@@ -189,11 +192,12 @@ BWE_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": {"stft_weight": 1e-3},
     "quick": {"stft_weight": 1e-3},
     "full": {
-        "steps": 16000,
+        "steps": 8000,
         "batch_size": 16,
         "stft_weight": 1e-3,
+        "cosine": True,
         "log_every": 250,
-        "checkpoint_every": 500,
+        "checkpoint_every": 250,
     },
 }
 

@@ -70,6 +70,16 @@ def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     write_parquet_atomic(run_dir / METRICS_FILE, table)
 
 
+def learning_rate(config: AudioTrainConfig, step: int) -> float:
+    """The rate of step `step` (from 0): constant, or on the cosine from `lr` down to
+    `min_lr_ratio * lr` at the last step."""
+    if not config.cosine:
+        return config.lr
+    progress = step / max(1, config.steps - 1)
+    floor = config.min_lr_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def _checkpoint_extra(run_dir: str | Path) -> dict[str, Any]:
     state = Path(run_dir) / CHECKPOINT_DIR / STATE_JSON_FILE
     return json.loads(state.read_text())["extra"]
@@ -151,6 +161,8 @@ def train_audio_unet(
             x = torch.from_numpy(model_inputs(lr, info.ratio, hr.shape[1])[:, None, :])
             y = torch.from_numpy(hr[:, None, :])
             x, y = x.to(device), y.to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
             estimate = model(x, generator=generator if device == "cpu" else None)
             mse = torch.mean((estimate - y) ** 2)
             loss = mse
