@@ -189,12 +189,12 @@ PROFILES: dict[str, AudioTrainConfig] = {
 # high band's magnitude from the multi-resolution STFT term, which the waveform MSE alone
 # barely rewards (docs/AUDIO_MODEL.md has the pilot behind the weight).
 BWE_TRAINING: dict[str, dict[str, Any]] = {
-    "tiny": {"stft_weight": 1e-3},
-    "quick": {"stft_weight": 1e-3},
+    "tiny": {"stft_weight": 1e-4},
+    "quick": {"stft_weight": 1e-4},
     "full": {
         "steps": 8000,
         "batch_size": 16,
-        "stft_weight": 1e-3,
+        "stft_weight": 1e-4,
         "cosine": True,
         "log_every": 250,
         "checkpoint_every": 250,
