@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
+import datasets.audio.recordings as recordings
 from datasets.audio.corpus import audio_corpus, corpus_parts
 from datasets.audio.recordings import (
     SOURCES,
@@ -211,3 +212,22 @@ def test_a_mix_splits_by_directory_when_any_part_is_recordings_and_limits_each_b
         corpus_parts("bach+/elsewhere/bach")
     with pytest.raises(ValueError, match="distinct"):
         corpus_parts("bach+")
+
+
+def test_the_checks_are_kept_beside_the_tree_and_redone_when_the_code_changes(
+    deb, tmp_path, monkeypatch
+):
+    source = SOURCES["tuxpaint"]
+    tree = fetch_source(source, tmp_path, archive=deb)
+    first = select_recordings(source, tree, set())
+    assert (tree.parent / recordings.CHECKED_FILE).is_file()
+
+    def no_decoding(path):
+        raise AssertionError(f"{path} decoded again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(recordings, "_check_file", no_decoding)
+        assert select_recordings(source, tree, set()) == first  # from checked.json
+        patch.setattr(recordings, "code_version", lambda *modules: "another version")
+        with pytest.raises(AssertionError, match="decoded again"):
+            select_recordings(source, tree, set())

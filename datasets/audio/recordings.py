@@ -17,9 +17,11 @@ Refused files become manifest rows with the reason.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import welch
 
+from datasets.io import code_version, write_json_atomic
+
+# Beside each unpacked package: its recordings' checks, reused while this module is unchanged.
+CHECKED_FILE = "checked.json"
 MIN_SECONDS = 0.5
 CLIP_LEVEL = 0.999
 MAX_CLIPPED_FRACTION = 1e-3  # more samples than this at full scale: clipped, not clean truth
@@ -235,29 +241,51 @@ class Recording:
     reason: str = ""
 
 
+def _check_file(path: Path) -> tuple[str, str]:
+    """("", why it is refused) or (the hash of its decoded audio, "")."""
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except RuntimeError as exc:  # libsndfile's errors, whatever the format
+        return "", f"does not decode: {exc}"
+    reason = check_recording(samples, rate)
+    return ("", reason) if reason is not None else (audio_hash(samples), "")
+
+
+def check_tree(source: RecordingSource, tree: Path) -> dict[str, tuple[str, str, str]]:
+    """Every recording of `source` under `tree`: path inside it -> (group, `_check_file`).
+
+    Decoding thousands of files takes minutes, so the results are kept beside the tree in
+    `checked.json` and reused while this module (its checks and sources) is unchanged."""
+    cache = tree.parent / CHECKED_FILE
+    version = code_version(sys.modules[__name__])
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("version") == version:
+            return {inside: tuple(result) for inside, *result in saved["files"]}
+    checked = {}
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        inside = path.relative_to(tree).as_posix()
+        group = source.group(PurePosixPath(inside))
+        if group is not None:
+            checked[inside] = (group, *_check_file(path))
+    rows = [[inside, *result] for inside, result in checked.items()]
+    write_json_atomic(cache, {"version": version, "files": rows})
+    return checked
+
+
 def select_recordings(source: RecordingSource, tree: Path, seen: set[str]) -> list[Recording]:
-    """Every recording of `source` under `tree`, checked (`check_recording`) and deduplicated
+    """Every recording of `source` under `tree`, checked (`check_tree`) and deduplicated
     against the decoded audio in `seen` (updated), in path order."""
     found = []
-    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
-        group = source.group(PurePosixPath(path.relative_to(tree).as_posix()))
-        if group is None:
-            continue
-        try:
-            samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        except RuntimeError as exc:  # libsndfile's errors, whatever the format
-            found.append(Recording(path, group, source.name, "rejected", f"does not decode: {exc}"))
-            continue
-        reason = check_recording(samples, rate)
-        if reason is not None:
+    for inside, (group, digest, reason) in check_tree(source, tree).items():
+        path = tree / inside
+        if reason:
             found.append(Recording(path, group, source.name, "rejected", reason))
-            continue
-        digest = audio_hash(samples)
-        if digest in seen:
+        elif digest in seen:
             found.append(Recording(path, group, source.name, "duplicate", "same audio as another"))
-            continue
-        seen.add(digest)
-        found.append(Recording(path, group, source.name, "ok"))
+        else:
+            seen.add(digest)
+            found.append(Recording(path, group, source.name, "ok"))
     return found
 
 
