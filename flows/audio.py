@@ -39,6 +39,7 @@ from tasks.audio_model import (
     filter_mismatch,
     resolve_model,
     superresolve,
+    superresolve_demos,
     superresolve_examples,
     superresolve_file_task,
     train_audio_model,
@@ -175,6 +176,7 @@ class AudioResult(CorpusResult):
     n_load_reused: int = 0
     n_pairs_reused: int = 0
     examples: list[dict[str, Any]] = Field(default_factory=list)
+    demos: list[dict[str, Any]] = Field(default_factory=list)
     superres: dict[str, Any] = Field(default_factory=dict)
     mismatch: dict[str, Any] = Field(default_factory=dict)
 
@@ -249,6 +251,7 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
             )
         else:
             result["examples"] = superresolve_examples(data_dir, run_dir)
+            result["demos"] = superresolve_demos(data_dir)
     if "mismatch" in stages:
         result["mismatch"] = filter_mismatch(data_dir, params.profile, params.seed)
     outputs = {"files": "files.parquet", "pairs_dir": "pairs"}

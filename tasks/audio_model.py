@@ -31,6 +31,8 @@ from tasks.common import Progress, publish_table
 MAX_TABLE_ROWS = 60
 # The pretrained 4 -> 16 kHz model `--input` falls back to without a trained run.
 SHIPPED_AUDIO_MODEL = "models/pretrained/superres-x4-16k"
+# Real recordings the shipped model never trained on, super-resolved by every superres stage.
+DEMO_RECORDINGS = PROJECT_ROOT / "datasets" / "audio" / "demo"
 
 
 def pairs_dir(data_dir: str) -> Path:
@@ -145,6 +147,30 @@ def superresolve_examples(
     )
     publish_table(f"audio-examples-{Path(run_dir).name}", examples, "super-resolved test files")
     return examples
+
+
+@task(name="audio-superres-demo", cache_policy=NO_CACHE)
+def superresolve_demos(data_dir: str, model_dir: str | None = None) -> list[dict[str, Any]]:
+    """The real recordings of `DEMO_RECORDINGS` made 4 kHz and super-resolved by the shipped
+    model (or `model_dir`): `reports/demo-<name>-sr.wav`, a spectrogram PNG against the
+    recording, and SNR/LSD beside spline and sinc. Nothing when no model is shipped."""
+    model = Path(model_dir) if model_dir else PROJECT_ROOT / SHIPPED_AUDIO_MODEL
+    logger = get_run_logger()
+    if not model.is_dir():
+        logger.info("no model at %s: the demo recordings are not super-resolved", model)
+        return []
+    reports = Path(data_dir) / "reports"
+    results = [
+        superresolve_file(model, path, reports / f"demo-{path.stem}-sr.wav")
+        for path in sorted(DEMO_RECORDINGS.glob("*.flac"))
+    ]
+    rows = [
+        {"recording": Path(r["input"]).name, "method": method, **metrics}
+        for r in results
+        for method, metrics in r["metrics"].items()
+    ]
+    publish_table("audio-superres-demo", rows, f"real recordings super-resolved by {model}")
+    return results
 
 
 def resolve_model(data_dir: str, model: str | None) -> Path:

@@ -15,6 +15,7 @@ from tasks.audio_model import (
     evaluate_audio_model,
     filter_mismatch,
     superresolve,
+    superresolve_demos,
     superresolve_examples,
     superresolve_file_task,
     train_audio_model,
@@ -29,12 +30,16 @@ def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
     evaluated = evaluate_audio_model(data_dir, trained["run_dir"], "tiny")
     examples = superresolve_examples(data_dir, trained["run_dir"], count=1, max_seconds=2.0)
     single = superresolve_file_task(example_input, None, data_dir, None)
+    demos = superresolve_demos(data_dir, trained["run_dir"])
+    nothing_shipped = superresolve_demos(data_dir, str(Path(data_dir) / "no-such-model"))
     mismatch = filter_mismatch(data_dir, "tiny", 0, ("soxr", "random"))
     return {
         "trained": trained,
         "evaluated": evaluated,
         "examples": examples,
         "single": single,
+        "demos": demos,
+        "nothing_shipped": nothing_shipped,
         "mismatch": mismatch,
     }
 
@@ -68,6 +73,15 @@ def test_tasks_in_a_flow(
     assert Path(single["output"]) == audio_data_dir / "reports" / "phrase04-sr.wav"
     assert Path(single["png"]).exists()
     assert single["metrics"]["model"]["snr_db"] > 0
+
+    # The real recordings in the repository, each against itself as the reference.
+    demos = {Path(d["input"]).name: d for d in result["demos"]}
+    assert set(demos) == {"fillets-cs-speech.flac", "muldjord-armygeddon.flac"}
+    for name, demo in demos.items():
+        assert Path(demo["output"]).name == f"demo-{Path(name).stem}-sr.wav"
+        assert Path(demo["png"]).is_file()
+        assert set(demo["metrics"]) == {"model", "spline", "sinc"}
+    assert result["nothing_shipped"] == []
 
     rows = json.loads(Path(result["mismatch"]["table"]).read_text())
     assert {(r["train_filter"], r["eval_filter"]) for r in rows} == {
