@@ -192,7 +192,7 @@ BWE_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": {"stft_weight": 1e-4},
     "quick": {"stft_weight": 1e-4},
     "full": {
-        "steps": 6000,
+        "steps": 4000,
         "batch_size": 16,
         "stft_weight": 1e-4,
         "cosine": True,
