@@ -108,7 +108,7 @@ def evaluate_audio_model(
     (and per part of a mixed corpus, `by_source`); writes `metrics.json` in the run and a
     side-by-side table artifact."""
     max_files, max_seconds = EVAL_LIMITS[profile]
-    metrics = evaluate_run(run_dir, data_dir, "test", max_files, max_seconds, by_source)
+    metrics = evaluate_run(run_dir, data_dir, "test", max_files, max_seconds, sources=by_source)
     table = side_by_side(metrics)
     sources = metrics.get("by_source", {})
     if sources:

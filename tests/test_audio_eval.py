@@ -12,7 +12,7 @@ import torch
 from datasets.audio.pairs import PairSpec
 from models.audio.config import AudioTrainConfig
 from models.audio.data import read_pairs_info
-from models.audio.evaluate import evaluate_run, side_by_side
+from models.audio.evaluate import evaluate_run, main, side_by_side, split_files
 from models.audio.mismatch import filter_robustness, mismatch_table, write_filter_pairs
 from models.audio.train import train_audio_unet
 
@@ -86,3 +86,21 @@ def test_the_robustness_study_sets_unseen_filters_against_the_trained_one(
     assert study["unseen_loss_db"] == pytest.approx(
         gains["soxr"] - study["worst_unseen_gain_db"], abs=1e-3
     )
+
+
+def test_the_command_line_evaluates_a_share_of_a_split_and_writes_nothing(
+    trained_run: Path, audio_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()}
+    argv = ["--model", str(trained_run), "--data-dir", str(audio_data_dir)]
+    main([*argv, "--split", "train", "--every", "2", "--seconds", "1.5"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    train = split_files(audio_data_dir, "train")
+    assert printed["n_files"] == len(train[::2])
+    assert printed["filter"] == "soxr"
+    assert printed["baselines"]["sinc"]["lsd"] > printed["lsd"] - 10  # a number, per method
+    assert sum(part["n_files"] for part in printed["by_source"].values()) == printed["n_files"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--split", "train", "--prefix", "no-such-part/"])
+    assert "no train files whose path starts with 'no-such-part/'" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()} == before

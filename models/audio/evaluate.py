@@ -7,6 +7,7 @@ model (`superresolve`), the cubic spline and the band-limited (sinc) projection 
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,15 @@ def evaluate_files(
     return rows
 
 
+def by_source(rows: list[dict[str, Any]], files: list[dict]) -> dict[str, Any]:
+    """`summarize` per part of a mixed corpus: the files' top directory."""
+    source = {row["file_id"]: row["path"].split("/", 1)[0] for row in files}
+    return {
+        name: summarize([r for r in rows if source[r["file_id"]] == name])
+        for name in sorted(set(source.values()))
+    }
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Averages over files: the model's metrics at the top, the baselines under `baselines`."""
 
@@ -121,10 +131,10 @@ def evaluate_run(
     split: str = "test",
     max_files: int | None = None,
     max_seconds: float | None = None,
-    by_source: bool = False,
+    sources: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the model in `run_dir` on the whole files of `split`; write `metrics.json`.
-    `by_source` (a mixed corpus) adds the summary of each part (the files' top directory)."""
+    `sources` (a mixed corpus) adds the summary of each part (`by_source`)."""
     run_dir = Path(run_dir)
     model = load_model(run_dir)
     pairs = run_pairs_info(run_dir)
@@ -142,12 +152,8 @@ def evaluate_run(
         "max_seconds": max_seconds,
         "per_file": rows,
     }
-    if by_source:
-        source = {row["file_id"]: row["path"].split("/", 1)[0] for row in files}
-        metrics["by_source"] = {
-            name: summarize([r for r in rows if source[r["file_id"]] == name])
-            for name in sorted(set(source.values()))
-        }
+    if sources:
+        metrics["by_source"] = by_source(rows, files)
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -187,3 +193,38 @@ def write_examples(
             }
         )
     return examples
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Evaluate a model on a split of a data directory without writing anything: the files
+    whose path starts with `--prefix` (a part of a mix, a speaker), every `--every`-th of them,
+    their first `--seconds`; prints the summary, per part, as JSON."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--model", required=True, help="a run or shipped model directory")
+    parser.add_argument("--data-dir", required=True, help="holds audio/files.parquet")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--prefix", default="", help="keep files whose path starts with this")
+    parser.add_argument("--every", type=int, default=1, help="keep every n-th file (by id)")
+    parser.add_argument("--seconds", type=float, default=None, help="first seconds of each")
+    parser.add_argument(
+        "--filter", default=None, help="default: the run's training filter (soxr for random)"
+    )
+    args = parser.parse_args(argv)
+    model = load_model(args.model)
+    rows = [r for r in split_files(args.data_dir, args.split) if r["path"].startswith(args.prefix)]
+    files = rows[:: args.every]
+    if not files:
+        parser.error(
+            f"{args.data_dir}: no {args.split} files whose path starts with {args.prefix!r}"
+        )
+    trained_on = Path(args.model) / "train.json"  # a run's; a shipped model has none
+    filter = args.filter or (
+        eval_filter(run_pairs_info(args.model)["filter"]) if trained_on.is_file() else "soxr"
+    )
+    evaluated = evaluate_files(model, args.data_dir, files, filter, None, args.seconds)
+    summary = {**summarize(evaluated), "by_source": by_source(evaluated, files)}
+    print(json.dumps({"split": args.split, "prefix": args.prefix, "filter": filter, **summary}))
+
+
+if __name__ == "__main__":
+    main()
