@@ -43,6 +43,18 @@ MANIFEST_SCHEMA = pa.schema(
 )
 
 
+def _umask() -> int:
+    """The process's umask (read once, at import: setting it to read it is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# What a file `open(path, "w")` creates gets: mkstemp's files are 0600, which would leave every
+# output unreadable to the group and to other users of a shared data directory.
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it over `target`.
@@ -59,6 +71,7 @@ def atomic_path(target: str | os.PathLike[str], durable: bool = True) -> Iterato
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -142,3 +143,10 @@ def test_atomic_path_without_fsync_and_one_sync(tmp_path, monkeypatch):
     monkeypatch.undo()
     io.sync_filesystem(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]
+
+
+def test_atomic_writes_get_the_mode_a_plain_write_gets(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = io.write_bytes_atomic(tmp_path / "atomic.txt", b"x")
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
