@@ -18,6 +18,7 @@ from datasets.symbolic.jsb import serialization_json
 from datasets.symbolic.tokenizer import VOCAB_FILE
 from models.audio.evaluate import METRICS as AUDIO_METRICS
 from models.audio.mismatch import filter_robustness
+from models.audio.train import TRAIN_JSON
 from models.audio.train import train_seconds as audio_train_seconds
 from models.audio.train import trained_steps as audio_trained_steps
 from models.pretrained import ModelCard, export_pretrained, hardware, improves_on_shipped
@@ -258,4 +259,7 @@ def export_superres_model(
             "training set uses; the per-filter table is under `robustness` in metrics.json.",
         ],
     )
-    return _export(run_dir, Path(out_dir), card, metrics, {}, force)
+    # train.json names the filter its pairs were made with: what `--stages evaluate` and the
+    # examples degrade the reference with when they are given this directory.
+    texts = {TRAIN_JSON: (run_dir / TRAIN_JSON).read_text()}
+    return _export(run_dir, Path(out_dir), card, metrics, texts, force)

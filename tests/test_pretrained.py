@@ -277,6 +277,7 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
     assert metrics["steps"] == 30
     assert metrics["train_seconds"] > 0
     assert json.loads((shipped / CONFIG_FILE).read_text())["n_fft"] > 0  # the spectral model
+    assert json.loads((shipped / "train.json").read_text())["pairs"]["filter"] == "random"
     card = (shipped / "README.md").read_text()
     assert "unseen filters" in card
     assert "all: test LSD (model / sinc / spline)" in card

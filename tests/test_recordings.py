@@ -231,3 +231,5 @@ def test_the_checks_are_kept_beside_the_tree_and_redone_when_the_code_changes(
         patch.setattr(recordings, "code_version", lambda *modules: "another version")
         with pytest.raises(AssertionError, match="decoded again"):
             select_recordings(source, tree, set())
+    (tree.parent / recordings.CHECKED_FILE).write_text('{"version": "')  # damaged: redone
+    assert select_recordings(source, tree, set()) == first

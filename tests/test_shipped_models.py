@@ -118,7 +118,7 @@ def superres_metrics() -> dict:
 
 def test_the_shipped_superres_model_is_complete_small_and_loads(superres_metrics):
     names = {path.name for path in SUPERRES.iterdir()}
-    assert {MODEL_FILE, CONFIG_FILE, METRICS_FILE, CARD_FILE} <= names
+    assert {MODEL_FILE, CONFIG_FILE, METRICS_FILE, CARD_FILE, "train.json"} <= names
     assert (SUPERRES / MODEL_FILE).stat().st_size <= MAX_MODEL_BYTES
     card = (SUPERRES / CARD_FILE).read_text()
     for heading in ("## Data", "## How it was made", "## Metrics", "- steps:", "- wall time:"):

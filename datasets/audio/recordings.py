@@ -258,10 +258,12 @@ def check_tree(source: RecordingSource, tree: Path) -> dict[str, tuple[str, str,
     `checked.json` and reused while this module (its checks and sources) is unchanged."""
     cache = tree.parent / CHECKED_FILE
     version = code_version(sys.modules[__name__])
-    if cache.is_file():
+    try:
         saved = json.loads(cache.read_text())
-        if saved.get("version") == version:
-            return {inside: tuple(result) for inside, *result in saved["files"]}
+    except (OSError, ValueError):  # not there yet, or damaged: checked again below
+        saved = {}
+    if saved.get("version") == version:
+        return {inside: tuple(result) for inside, *result in saved["files"]}
     checked = {}
     for path in sorted(p for p in tree.rglob("*") if p.is_file()):
         inside = path.relative_to(tree).as_posix()

@@ -29,6 +29,7 @@ from models.audio.infer import (
     superresolve,
 )
 from models.audio.metrics import evaluate_pair
+from models.audio.train import TRAIN_JSON
 
 METHODS = ("model", "spline", "sinc")
 METRICS = ("snr_db", "lsd", "lsd_hf")
@@ -117,7 +118,7 @@ def side_by_side(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_pairs_info(run_dir: str | Path) -> dict[str, Any]:
     """The pairs-dataset metadata a run was trained on (written by `train_audio_unet`)."""
-    return json.loads((Path(run_dir) / "train.json").read_text())["pairs"]
+    return json.loads((Path(run_dir) / TRAIN_JSON).read_text())["pairs"]
 
 
 def eval_filter(train_filter: str) -> str:
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"{args.data_dir}: no {args.split} files whose path starts with {args.prefix!r}"
         )
-    trained_on = Path(args.model) / "train.json"  # a run's; a shipped model has none
+    trained_on = Path(args.model) / TRAIN_JSON  # a run's and a shipped model's; else soxr
     filter = args.filter or (
         eval_filter(run_pairs_info(args.model)["filter"]) if trained_on.is_file() else "soxr"
     )

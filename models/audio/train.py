@@ -50,6 +50,8 @@ from models.checkpoint import (
 )
 
 CHECKPOINT_DIR = "checkpoint"
+# The run's training config and its pairs' metadata (the filter evaluation degrades with).
+TRAIN_JSON = "train.json"
 METRICS_FILE = "metrics.parquet"
 
 METRICS_SCHEMA = pa.schema(
@@ -212,7 +214,7 @@ def train_audio_unet(
     epochs = epoch + int(batch_in_epoch >= batches_per_epoch(shards, config.batch_size))
     save_model(run_dir, model, model_config)
     write_json_atomic(
-        run_dir / "train.json",
+        run_dir / TRAIN_JSON,
         {"config": dataclasses.asdict(config), "pairs": dataclasses.asdict(info)},
     )
     last = rows[-1] if rows else {}
