@@ -209,7 +209,13 @@ def finish_checkpoint(directory: str | Path) -> bool:
                     os.replace(pending / name, directory / name)
             commit.unlink()
         shutil.rmtree(pending)
-    return (directory / STATE_JSON_FILE).exists()
+    return has_checkpoint(directory)
+
+
+def has_checkpoint(directory: str | Path) -> bool:
+    """Whether `directory` holds a whole checkpoint to resume from (once `finish_checkpoint`
+    has run)."""
+    return (Path(directory) / STATE_JSON_FILE).exists()
 
 
 def save_checkpoint(

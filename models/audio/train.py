@@ -10,10 +10,15 @@ killed run resumes from the last whole checkpoint (one a kill cut short is compl
 on resume). The checkpoint also holds the loss sums of the current logging window, so a resumed
 run writes the same bytes (weights, metrics) as an uninterrupted one whatever the log and
 checkpoint intervals.
+
+Under torchrun (`python -m models.audio.train`, started by the train task for more than one
+process) the run is data-parallel (`models.distributed`): every rank draws the same global
+batches and trains on its own rows of each; rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -26,9 +31,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from datasets.io import write_json_atomic, write_parquet_atomic
-from models.audio.config import AudioModelConfig, AudioTrainConfig, preset
+from models.audio.config import AudioModelConfig, AudioTrainConfig, model_config_class, preset
 from models.audio.data import (
     batches_per_epoch,
     iter_epoch,
@@ -43,10 +49,21 @@ from models.audio.metrics import snr_db
 from models.checkpoint import (
     STATE_JSON_FILE,
     finish_checkpoint,
+    has_checkpoint,
     load_checkpoint,
-    pick_device,
     save_checkpoint,
     save_model,
+)
+from models.distributed import (
+    Ranks,
+    barrier,
+    check_batch,
+    differentiable_sum,
+    mean_over_ranks,
+    own_rows,
+    rank_device,
+    run_rank,
+    wrap_model,
 )
 
 CHECKPOINT_DIR = "checkpoint"
@@ -105,22 +122,30 @@ def train_audio_unet(
     model_config: AudioModelConfig | None = None,
     progress: Callable[[float], None] | None = None,
     device: str | None = None,
+    ranks: Ranks = Ranks(),
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume training) a model on `pairs_dir`; write the run into `run_dir`.
 
     `model_config` defaults to the preset named in `config`, with ratio, hr_rate and patch taken
-    from the pairs dataset. Returns a small summary record.
+    from the pairs dataset. `ranks`: this process's place in a data-parallel run (module doc);
+    `compiled`: train through `torch.compile`. Returns a small summary record.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
     info = read_pairs_info(pairs_dir)
     shards = pair_shards(pairs_dir, "train")
-    device = device or pick_device().type
+    check_batch(config.batch_size, ranks)
+    device = torch.device(device) if device else rank_device(ranks)
     generator = torch.Generator().manual_seed(config.seed)
 
     checkpoint = run_dir / CHECKPOINT_DIR
-    # A checkpoint a kill interrupted is completed or discarded; a whole one is resumed from.
-    resuming = finish_checkpoint(checkpoint)
+    # A checkpoint a kill interrupted is completed or discarded (by rank 0, before the others
+    # look); a whole one is resumed from by every rank.
+    if ranks.is_main:
+        finish_checkpoint(checkpoint)
+    barrier(ranks)
+    resuming = has_checkpoint(checkpoint)
     if resuming:
         model_config = load_model_config(checkpoint)
     elif model_config is None:
@@ -136,7 +161,8 @@ def train_audio_unet(
     model_config = dataclasses.replace(model_config, patch=info.patch)
     # On the device before the optimizer exists: loaded Adam state follows its parameters.
     model = build_model(model_config, generator=generator).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    fused = True if device.type == "cuda" else None
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=fused)
 
     step, epoch, batch_in_epoch, rows = 0, 0, 0, []
     # Loss and MSE of the steps since the last logged row (a checkpoint may fall between rows).
@@ -151,6 +177,8 @@ def train_audio_unet(
         if (run_dir / METRICS_FILE).exists():
             logged = pq.read_table(run_dir / METRICS_FILE).to_pylist()
             rows = [row for row in logged if row["step"] <= step]
+    trained = wrap_model(torch.compile(model) if compiled else model, ranks)
+    over_ranks = differentiable_sum(ranks)
 
     eval_hr, eval_input = load_eval_set(pairs_dir, config.eval_split, config.eval_patches, info)
     spline_snr = snr_db(eval_hr, eval_input)
@@ -160,39 +188,46 @@ def train_audio_unet(
         for index, (hr, lr) in enumerate(batches):
             if index < batch_in_epoch:
                 continue
+            hr, lr = own_rows(hr, ranks), own_rows(lr, ranks)
             x = torch.from_numpy(model_inputs(lr, info.ratio, hr.shape[1])[:, None, :])
             y = torch.from_numpy(hr[:, None, :])
             x, y = x.to(device), y.to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
-            estimate = model(x, generator=generator if device == "cpu" else None)
+            # bf16 on a GPU; a CPU without native bf16 would emulate it at several times the
+            # cost, so there it is fp32.
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                estimate = trained(x, generator=generator if device.type == "cpu" else None)
+            estimate = estimate.float()
             mse = torch.mean((estimate - y) ** 2)
             loss = mse
             if config.stft_weight:
-                loss = mse + config.stft_weight * stft_loss(estimate[:, 0], y[:, 0])
+                spectral = stft_loss(estimate[:, 0], y[:, 0], over_ranks=over_ranks)
+                loss = mse + config.stft_weight * spectral
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
             batch_in_epoch = index + 1
-            losses.append(loss.item())
-            mses.append(mse.item())
+            losses.append(mean_over_ranks(loss.item(), ranks))
+            mses.append(mean_over_ranks(mse.item(), ranks))
             if step % config.log_every == 0 or step == config.steps:
-                estimate_eval = predict_patches(model, eval_input)
-                rows.append(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": float(np.mean(losses)),
-                        "mse": float(np.mean(mses)),
-                        "eval_mse": float(np.mean((estimate_eval - eval_hr) ** 2)),
-                        "eval_snr_db": snr_db(eval_hr, estimate_eval),
-                        "eval_spline_snr_db": spline_snr,
-                    }
-                )
+                if ranks.is_main:
+                    estimate_eval = predict_patches(model, eval_input)
+                    rows.append(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": float(np.mean(losses)),
+                            "mse": float(np.mean(mses)),
+                            "eval_mse": float(np.mean((estimate_eval - eval_hr) ** 2)),
+                            "eval_snr_db": snr_db(eval_hr, estimate_eval),
+                            "eval_spline_snr_db": spline_snr,
+                        }
+                    )
+                    _write_metrics(run_dir, rows)
                 losses, mses = [], []
-                _write_metrics(run_dir, rows)
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            if ranks.is_main and (step % config.checkpoint_every == 0 or step == config.steps):
                 extra = {
                     "step": step,
                     "epoch": epoch,
@@ -200,9 +235,10 @@ def train_audio_unet(
                     "losses": losses,
                     "mses": mses,
                     "seconds": earlier_seconds + time.perf_counter() - started,
+                    "world_size": ranks.world_size,
                 }
                 save_checkpoint(checkpoint, model, optimizer, extra, generator)
-            if progress is not None:
+            if progress is not None and ranks.is_main:
                 progress(step / config.steps)
             if step >= config.steps:
                 break
@@ -212,11 +248,13 @@ def train_audio_unet(
     # Whole epochs trained: from the counters the checkpoint holds, so a run resumed from its
     # last checkpoint reports (and stamps) the same number as an uninterrupted one.
     epochs = epoch + int(batch_in_epoch >= batches_per_epoch(shards, config.batch_size))
-    save_model(run_dir, model, model_config)
-    write_json_atomic(
-        run_dir / TRAIN_JSON,
-        {"config": dataclasses.asdict(config), "pairs": dataclasses.asdict(info)},
-    )
+    if ranks.is_main:
+        save_model(run_dir, model, model_config)
+        write_json_atomic(
+            run_dir / TRAIN_JSON,
+            {"config": dataclasses.asdict(config), "pairs": dataclasses.asdict(info)},
+        )
+    barrier(ranks)  # the others wait for rank 0's model before anyone returns
     last = rows[-1] if rows else {}
     return {
         "run_dir": str(run_dir),
@@ -226,5 +264,31 @@ def train_audio_unet(
         "final_mse": last.get("mse", math.nan),
         "eval_snr_db": last.get("eval_snr_db", math.nan),
         "eval_spline_snr_db": spline_snr,
+        "world_size": ranks.world_size,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    """One rank of a data-parallel run, as torchrun starts it (`models.distributed`)."""
+    parser = argparse.ArgumentParser(description="Train an audio model on one rank of a run.")
+    parser.add_argument("--pairs-dir", required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--config", required=True, type=json.loads, metavar="JSON")
+    parser.add_argument("--model-config", type=json.loads, metavar="JSON")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args(argv)
+    model_config = None
+    if args.model_config is not None:
+        model_config = model_config_class(args.model_config)(**args.model_config)
+    config = AudioTrainConfig(**args.config)
+    run_rank(
+        lambda ranks, progress, log: train_audio_unet(
+            args.pairs_dir, args.run_dir, config, model_config, progress, None, ranks, args.compile
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

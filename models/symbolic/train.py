@@ -15,10 +15,16 @@ at step 4000), so the last weights are rarely the ones to evaluate or sample fro
 Checkpoints are committed as one by `models.checkpoint.commit_checkpoint` (weights, memory,
 metrics and optimizer state of one step, or the previous checkpoint whole), so no mix of two steps
 is ever resumed from.
+
+Under torchrun (`python -m models.symbolic.train`, started by the train task for more than one
+process) the run is data-parallel (`models.distributed`): every rank lays out the same lanes and
+trains on its own lanes, with their memory; the loss is the global batch's mean; rank 0 validates
+and writes. The checkpoint holds the memory of every lane, so a run resumes at any world size.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -33,16 +39,29 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from datasets.io import atomic_path, write_json_atomic, write_parquet_atomic
 from models.checkpoint import (
     MODEL_FILE,
     finish_checkpoint,
+    has_checkpoint,
     load_checkpoint,
     load_config,
     load_weights,
-    pick_device,
     save_checkpoint,
+)
+from models.distributed import (
+    Ranks,
+    barrier,
+    check_batch,
+    gather_rows,
+    mean_over_ranks,
+    own_rows,
+    rank_device,
+    run_rank,
+    sum_over_ranks,
+    wrap_model,
 )
 from models.symbolic.config import MusicConfig, TrainConfig
 from models.symbolic.data import IGNORE, lane_segments, shuffled_pieces, targets_of
@@ -78,14 +97,15 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 
 def make_optimizer(model: MusicTransformer, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on tensors of two or more dimensions only (not on biases and
-    norms), as in nanoGPT."""
+    norms), as in nanoGPT; the fused kernel on a GPU."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+    fused = True if next(model.parameters()).is_cuda else None
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=fused)
 
 
 def cpu_has_bf16() -> bool:
@@ -133,22 +153,32 @@ def train(
     progress: Callable[[float], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
     stop_at: int | None = None,
+    ranks: Ranks = Ranks(),
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) a run in `run_dir`; returns a small record of what happened.
 
     `stop_at` ends the call after that step with a checkpoint, as a kill after a checkpoint
     would; calling again resumes. Memory stays bounded by the shuffle buffer and the model.
+    `ranks`: this process's place in a data-parallel run (module doc). `compiled`: train through
+    `torch.compile` (faster on a GPU after a minute of compiling; off by default).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device()
+    check_batch(train_config.batch_size, ranks)
+    device = rank_device(ranks)
     init_generator = torch.Generator().manual_seed(train_config.seed)
     model = MusicTransformer(model_config, generator=init_generator).to(device)
     optimizer = make_optimizer(model, train_config)
 
     state: dict[str, Any] | None = None
-    mems: list[torch.Tensor] = []
-    if finish_checkpoint(run_dir):  # a checkpoint a kill interrupted is completed or discarded
+    all_mems: list[torch.Tensor] = []
+    # A checkpoint a kill interrupted is completed or discarded (by rank 0, before the others
+    # look), then every rank resumes from the one that stands.
+    if ranks.is_main:
+        finish_checkpoint(run_dir)
+    barrier(ranks)
+    if has_checkpoint(run_dir):
         saved = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
         # Fields added to TrainConfig since the run began take their defaults.
         known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -158,14 +188,17 @@ def train(
                 f"{run_dir} holds a run with other settings; resume it unchanged or use a new run"
             )
         state = load_checkpoint(run_dir, model, optimizer)
-        mems = _load_memory(run_dir, device)
+        all_mems = _load_memory(run_dir, device)
         log(f"resuming {run_dir} at step {state['step']}")
     elif train_config.init_from:
         load_weights(train_config.init_from, model)  # refused with the file and the reason
         log(f"starting {run_dir} from the weights of {train_config.init_from}")
+    mems = [own_rows(m, ranks) for m in all_mems]  # this rank's lanes
     start = 0 if state is None else int(state["step"])
     rows = _read_metrics(run_dir, start)
-    write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_config))
+    if ranks.is_main:
+        write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_config))
+    trained = wrap_model(torch.compile(model) if compiled else model, ranks)
 
     data_generator = torch.Generator().manual_seed(train_config.seed + 1)
     pieces = shuffled_pieces(train_path, data_generator, train_config.shuffle_buffer)
@@ -192,28 +225,37 @@ def train(
         lr = learning_rate(step, train_config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        tokens = segment.tokens.to(device)
+        tokens = own_rows(segment.tokens, ranks).to(device)
         with autocast(device, train_config.bf16):
-            beats, bar_steps = segment.beats.to(device), segment.bar_steps.to(device)
-            logits, mems = model(tokens[:, :-1], beats[:, :-1], bar_steps[:, :-1], mems)
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1), targets_of(tokens).flatten(), ignore_index=IGNORE
-        )
+            beats = own_rows(segment.beats, ranks).to(device)
+            bar_steps = own_rows(segment.bar_steps, ranks).to(device)
+            logits, mems = trained(tokens[:, :-1], beats[:, :-1], bar_steps[:, :-1], mems)
+        targets = targets_of(tokens)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        if ranks.distributed:
+            # Ranks' lanes score different numbers of tokens: weigh each rank's mean by its
+            # share, so DDP's average of the gradients is the global batch's mean.
+            scored = (targets != IGNORE).sum()
+            loss = loss * (scored * ranks.world_size / sum_over_ranks(scored, ranks))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
         optimizer.step()
+        loss_value = mean_over_ranks(loss.item(), ranks)
         for key in sums:
-            sums[key] = [sums[key][0] + loss.item(), sums[key][1] + 1]
+            sums[key] = [sums[key][0] + loss_value, sums[key][1] + 1]
 
         done = step + 1
         last = done == train_config.steps
+        validates = (done % train_config.log_every == 0 or last) and (
+            done % train_config.valid_every == 0 or last
+        )
         improved = False
         # Rows depend on the step only (not on where a call stopped), so a resumed run writes
         # the same metrics as an uninterrupted one.
-        if done % train_config.log_every == 0 or last:
+        if ranks.is_main and (done % train_config.log_every == 0 or last):
             valid_nll = None
-            if done % train_config.valid_every == 0 or last:
+            if validates:
                 valid_nll = evaluate(model, valid_path, max_pieces=train_config.valid_pieces)["nll"]
                 improved = best is None or valid_nll < best["valid_nll"]
                 if improved:
@@ -230,17 +272,31 @@ def train(
                 }
             )
             log(f"step {done}/{train_config.steps} loss {rows[-1]['train_loss']:.4f}")
+        if done % train_config.log_every == 0 or last:
             sums["window"] = [0.0, 0]
         if last:  # the closing epoch row goes into the last checkpoint with everything else
             rows.append(_epoch_row(done, epoch, tokens_per_step, sums["epoch"]))
-        # A new best is checkpointed at once: its weights exist only now.
-        if done % train_config.checkpoint_every == 0 or done == end or improved:
-            seconds = earlier_seconds + time.perf_counter() - started
-            extra = {"step": done, "epoch": epoch, "sums": sums, "best": best, "seconds": seconds}
-            _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last)
-        if progress is not None:
+        # A new best is checkpointed at once: its weights exist only now. Every rank takes part
+        # where one may be written (the memory of all lanes is gathered), rank 0 writes.
+        if done % train_config.checkpoint_every == 0 or done == end or validates:
+            every_lane = [gather_rows(m, ranks) for m in mems]
+            if ranks.is_main and (
+                done % train_config.checkpoint_every == 0 or done == end or improved
+            ):
+                seconds = earlier_seconds + time.perf_counter() - started
+                extra = {
+                    "step": done,
+                    "epoch": epoch,
+                    "sums": sums,
+                    "best": best,
+                    "seconds": seconds,
+                    "world_size": ranks.world_size,
+                }
+                _checkpoint(run_dir, model, optimizer, every_lane, rows, extra, improved, last)
+        if progress is not None and ranks.is_main:
             progress(done / train_config.steps)
 
+    barrier(ranks)  # the others wait for rank 0's last checkpoint before anyone returns
     seconds = time.perf_counter() - started
     finished = end == train_config.steps
     return {
@@ -254,6 +310,7 @@ def train(
         "tokens_per_s": (end - start) * tokens_per_step / seconds if seconds > 0 else 0.0,
         "parameters": model.num_parameters(),
         "device": str(device),
+        "world_size": ranks.world_size,
         "final_train_loss": next(
             (r["train_loss"] for r in reversed(rows) if r["kind"] == "step"), None
         ),
@@ -290,3 +347,35 @@ def _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last) ->
         _write_metrics(pending, rows)
 
     save_checkpoint(run_dir, model, optimizer, extra, write_more=write_more)
+
+
+@record
+def main(argv: list[str] | None = None) -> None:
+    """One rank of a data-parallel run, as torchrun starts it (`models.distributed`)."""
+    parser = argparse.ArgumentParser(description="Train the music model on one rank of a run.")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--train", required=True, help="tokens Parquet of the train split")
+    parser.add_argument("--valid", required=True, help="tokens Parquet of the valid split")
+    parser.add_argument("--model-config", required=True, type=json.loads, metavar="JSON")
+    parser.add_argument("--train-config", required=True, type=json.loads, metavar="JSON")
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args(argv)
+    model_config = MusicConfig(**args.model_config)
+    train_config = TrainConfig(**args.train_config)
+    run_rank(
+        lambda ranks, progress, log: train(
+            args.run_dir,
+            args.train,
+            args.valid,
+            model_config,
+            train_config,
+            progress,
+            log,
+            ranks=ranks,
+            compiled=args.compile,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
