@@ -17,7 +17,7 @@ import dataclasses
 import json
 from typing import Any, ClassVar, Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field, model_validator
 
 from datasets.audio.corpus import RECORDINGS_PREFIX, corpus_parts
@@ -230,11 +230,20 @@ def data_stage(params: AudioParams) -> dict[str, Any]:
 def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
     """Audio super-resolution: a corpus to pairs, a U-Net, its metrics and super-resolved audio."""
     data_dir = params.data_dir
-    stages = ["superres"] if params.input else params.stages
+    requested = ["superres"] if params.input else params.stages
+    stages = params.node_stages(requested)
+    if stages != requested:
+        get_run_logger().info("node %d of %d runs only %s", params.node_rank, params.nnodes, stages)
     result: dict[str, Any] = data_stage(params) if "data" in stages else {}
     if "train" in stages:
         trained = train_audio_model(
-            data_dir, params.profile, params.seed, steps=params.train_steps, arch=params.arch
+            data_dir,
+            params.profile,
+            params.seed,
+            steps=params.train_steps,
+            arch=params.arch,
+            launch=params.launch(),
+            compiled=params.compile,
         )
         result["run_dir"] = trained["run_dir"]
     if {"evaluate", "superres"} & set(stages) and "run_dir" not in result:

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from flows.runners import TaskRunnerName
+from models.distributed import LaunchConfig
 
 Profile = Literal["tiny", "quick", "full"]
 
@@ -38,6 +39,39 @@ class FlowParams(BaseModel):
     dask_address: str | None = Field(
         None, description="Existing Dask scheduler (tcp://host:8786); none: a local cluster"
     )
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        description="Training processes on this machine (one per GPU); above 1, or with "
+        "--nnodes, the train stage runs data-parallel under torchrun (DDP); 1: one process",
+    )
+    nnodes: int = Field(1, ge=1, description="Machines training together (docs/DEPLOY.md)")
+    node_rank: int = Field(
+        0,
+        ge=0,
+        description="This machine's rank among --nnodes; only rank 0 writes, so other ranks "
+        "run the train stage alone",
+    )
+    rdzv_endpoint: str | None = Field(
+        None, description="host:port of node 0 where the machines of --nnodes meet"
+    )
+    compile: bool = Field(
+        False, description="Train through torch.compile (a GPU's speed-up; a minute to compile)"
+    )
+
+    @model_validator(mode="after")
+    def _check_launch(self) -> Self:
+        self.launch()  # a node rank out of range or a missing endpoint is refused up front
+        return self
+
+    def launch(self) -> LaunchConfig:
+        """How the train stage's processes are started (`models.distributed`)."""
+        return LaunchConfig(self.nproc_per_node, self.nnodes, self.node_rank, self.rdzv_endpoint)
+
+    def node_stages(self, stages: list[str]) -> list[str]:
+        """The stages this machine runs: all on node 0; on the other nodes of a multi-node run
+        the train stage alone, since they only lend ranks to the run node 0 writes."""
+        return stages if self.launch().writes_outputs else [s for s in stages if s == "train"]
 
 
 class CorpusParams(FlowParams):

@@ -186,12 +186,17 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
     """Symbolic music: a corpus to tokens in all 12 keys, a Transformer-XL-style model and its
     baselines, their metrics, and a prompt continued as MIDI, audio and a piano roll."""
     data_dir = params.data_dir
-    result: dict[str, Any] = data_stage(params) if "data" in params.stages else {}
-    if "train" in params.stages:
-        init_from = params.init_from
-        trained = train_symbolic_model(data_dir, params.profile, params.seed, init_from)
+    stages = params.node_stages(params.stages)
+    if stages != params.stages:
+        get_run_logger().info(
+            "node %d of %d runs only: %s", params.node_rank, params.nnodes, stages
+        )
+    result: dict[str, Any] = data_stage(params) if "data" in stages else {}
+    if "train" in stages:
+        training = (params.profile, params.seed, params.init_from, params.launch(), params.compile)
+        trained = train_symbolic_model(data_dir, *training)
         result["run_dir"] = trained["run_dir"]
-        train_symbolic_baseline(data_dir, result["run_dir"], params.profile, params.seed, init_from)
+        train_symbolic_baseline(data_dir, result["run_dir"], *training)
     elif params.model:
         named = symbolic_run_dir(data_dir, params.model)
         result["run_dir"] = str(named if named.is_dir() else Path(params.model))
@@ -199,12 +204,12 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
         own_run = run_name(params.profile, params.seed, params.init_from)
         result["run_dir"] = str(symbolic_run_dir(data_dir, own_run))
     # A model given with --jsb and no training is scored on the JSB splits, not on data_dir's.
-    score_on_jsb = bool(params.jsb) and params.model is not None and "train" not in params.stages
-    if "evaluate" in params.stages and not score_on_jsb:
+    score_on_jsb = bool(params.jsb) and params.model is not None and "train" not in stages
+    if "evaluate" in stages and not score_on_jsb:
         result["metrics"] = evaluate_symbolic_model(
             data_dir, result["run_dir"], params.eval_keys == "original"
         )
-    if "generate" in params.stages:
+    if "generate" in stages:
         sampling = (
             params.prompt,
             params.prompt_bars,
@@ -219,7 +224,7 @@ def symbolic_flow(params: SymbolicParams = SymbolicParams()) -> SymbolicResult:
         if shipped is not None and shipped.resolve() != Path(result["run_dir"]).resolve():
             result["generated_shipped"] = generate_continuation(data_dir, str(shipped), *sampling)
     if params.jsb and score_on_jsb:
-        if "evaluate" in params.stages:
+        if "evaluate" in stages:
             result["jsb"] = jsb_evaluate(
                 params.jsb, data_dir, result["run_dir"], params.jsb_key_ensemble
             )

@@ -9,6 +9,7 @@ skipped when its stamp says the same config already finished on the same pairs d
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
 from models.audio.infer import latest_run, superresolve_file
 from models.audio.train import METRICS_FILE, train_audio_unet
+from models.distributed import LaunchConfig, launch_training
 from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints and stamps; Prefect's cache would hash big inputs.
 MAX_TABLE_ROWS = 60
+# What torchrun starts on each rank of a data-parallel run.
+TRAIN_MODULE = "models.audio.train"
 # The pretrained 4 -> 16 kHz model `--input` falls back to without a trained run.
 SHIPPED_AUDIO_MODEL = "models/pretrained/superres-x4-16k"
 # Real recordings the shipped model never trained on, super-resolved by every superres stage.
@@ -44,16 +48,34 @@ def models_dir(data_dir: str) -> Path:
 
 
 def _train(
-    pairs: Path, run_dir: Path, profile: str, seed: int, data_key: str | None, **overrides: Any
+    pairs: Path,
+    run_dir: Path,
+    profile: str,
+    seed: int,
+    data_key: str | None,
+    launch: LaunchConfig = LaunchConfig(),
+    compiled: bool = False,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Train unless the run's stamp says this config already finished on this data."""
+    """Train unless the run's stamp says this config already finished on this data: in this
+    process, or data-parallel in the ranks `launch` starts."""
     config = profile_config(profile, seed, **overrides)
     key = sha256_json([dataclasses.asdict(config), data_key])
     recorded = reuse_stamp(run_dir, key, [run_dir / "config.json"])
+    logger = get_run_logger()
     if recorded is not None:
-        get_run_logger().info("%s is trained and current; not retraining", run_dir)
+        logger.info("%s is trained and current; not retraining", run_dir)
         return recorded | {"reused": True}
-    summary = train_audio_unet(pairs, run_dir, config, progress=Progress(f"train-{run_dir.name}"))
+    progress = Progress(f"train-{run_dir.name}")
+    if launch.world_size == 1:
+        summary = train_audio_unet(pairs, run_dir, config, progress=progress, compiled=compiled)
+    else:
+        args = ["--pairs-dir", str(pairs), "--run-dir", str(run_dir)]
+        args += ["--config", json.dumps(dataclasses.asdict(config))]
+        args += ["--compile"] if compiled else []
+        summary = launch_training(launch, TRAIN_MODULE, args, progress, logger.info)
+        if not launch.writes_outputs:  # rank 0's machine writes and stamps the run
+            return {"run_dir": str(run_dir), "reused": False}
     # The stamp is an output: the same run gives the same bytes, so no wall-clock time in it.
     write_stamp(run_dir, key, {k: v for k, v in summary.items() if k != "seconds"})
     return summary | {"reused": False}
@@ -67,10 +89,13 @@ def train_audio_model(
     run_name: str | None = None,
     steps: int | None = None,
     arch: str = "unet",
+    launch: LaunchConfig = LaunchConfig(),
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Train the U-Net (`arch` "unet") or the spectral bandwidth extender ("bwe", the
     `bwe-<profile>` preset) on `audio/pairs`, resuming a killed run; `steps` overrides the
-    profile's."""
+    profile's; data-parallel over the ranks of `launch`, through torch.compile when
+    `compiled`."""
     logger = get_run_logger()
     pairs = pairs_dir(data_dir)
     info = read_pairs_info(pairs)
@@ -82,7 +107,9 @@ def train_audio_model(
         overrides["steps"] = steps
     data_key = read_stamp(Path(data_dir) / "audio")
     logger.info("training %s on %s (%s)", run_dir, pairs, info)
-    summary = _train(pairs, run_dir, profile, seed, data_key, **overrides)
+    summary = _train(pairs, run_dir, profile, seed, data_key, launch, compiled, **overrides)
+    if not launch.writes_outputs:
+        return summary
     rows = pq.read_table(run_dir / METRICS_FILE).to_pylist()
     stride = max(1, len(rows) // MAX_TABLE_ROWS)
     publish_table(

@@ -8,6 +8,7 @@ evaluation publishes the model beside both baselines.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from datasets.io import sha256_json, write_bytes_atomic
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from models.checkpoint import load_config
+from models.distributed import LaunchConfig, launch_training
 from models.symbolic.config import MusicConfig, TrainConfig, profile_configs
 from models.symbolic.generate import generate
 from models.symbolic.jsb import PUBLISHED, JsbRecipe, run_jsb_benchmark, score_jsb_model
@@ -30,6 +32,8 @@ from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints; Prefect's cache would only hide a changed dataset.
 MAX_TABLE_ROWS = 60
+# What torchrun starts on each rank of a data-parallel run.
+TRAIN_MODULE = "models.symbolic.train"
 
 
 def symbolic_paths(data_dir: str) -> tuple[Path, Vocab]:
@@ -62,15 +66,39 @@ def _train_and_publish(
     label: str,
     model_config: MusicConfig,
     train_config: TrainConfig,
+    launch: LaunchConfig,
+    compiled: bool,
 ) -> dict[str, Any]:
-    """Train (or resume) one run on the tokens of `data_dir` with a progress artifact; then
-    its training table and a log line. `label` names the artifacts."""
+    """Train (or resume) one run on the tokens of `data_dir` with a progress artifact, in this
+    process or, for more than one, in the ranks `launch` starts; then its training table and a
+    log line. `label` names the artifacts."""
     tokens_dir = Path(data_dir) / "symbolic" / "tokens"
     splits = tokens_dir / "train.parquet", tokens_dir / "valid.parquet"
     logger = get_run_logger()
     logger.info("training %s: %s, %s", run_dir, model_config, train_config)
     progress = Progress(f"train-{label}")
-    result = train(run_dir, *splits, model_config, train_config, progress, logger.info)
+    if launch.world_size == 1:
+        result = train(
+            run_dir, *splits, model_config, train_config, progress, logger.info, compiled=compiled
+        )
+    else:
+        args = [
+            "--run-dir",
+            str(run_dir),
+            "--train",
+            str(splits[0]),
+            "--valid",
+            str(splits[1]),
+            "--model-config",
+            json.dumps(dataclasses.asdict(model_config)),
+            "--train-config",
+            json.dumps(dataclasses.asdict(train_config)),
+            *(["--compile"] if compiled else []),
+        ]
+        result = launch_training(launch, TRAIN_MODULE, args, progress, logger.info)
+        if not launch.writes_outputs:  # rank 0's machine writes and reports the run
+            logger.info("this node's ranks of %s are done", run_dir)
+            return {"run_dir": str(run_dir), "finished": False}
     publish_training_table(f"symbolic-train-{label}", run_dir)
     logger.info(
         "trained %d steps (%d tokens) in %.0f s at %.0f tokens/s on %s",
@@ -110,9 +138,15 @@ def run_name(profile: str, seed: int, init_from: str | None = None) -> str:
 
 @task(name="symbolic-train", cache_policy=NO_CACHE)
 def train_symbolic_model(
-    data_dir: str, profile: str, seed: int, init_from: str | None = None
+    data_dir: str,
+    profile: str,
+    seed: int,
+    init_from: str | None = None,
+    launch: LaunchConfig = LaunchConfig(),
+    compiled: bool = False,
 ) -> dict[str, Any]:
-    """Train the model (resuming a killed run; from the weights of `init_from` when given);
+    """Train the model (resuming a killed run; from the weights of `init_from` when given;
+    data-parallel over the ranks of `launch`, through torch.compile when `compiled`);
     `train_symbolic_baseline` trains its baseline."""
     tokens_dir, vocab = symbolic_paths(data_dir)
     run_dir = symbolic_run_dir(data_dir, run_name(profile, seed, init_from))
@@ -121,10 +155,13 @@ def train_symbolic_model(
     # (a file added, a parameter changed), the old run (its baseline too) is trained afresh.
     configs = [dataclasses.asdict(model_config), dataclasses.asdict(train_config)]
     data_key = sha256_json([read_stamp(tokens_dir.parent), *configs])
-    reuse_stamp(run_dir, data_key, clear_stale=True)
-    # The run carries its vocabulary, so `--model` on it needs nothing else to generate.
-    write_bytes_atomic(run_dir / VOCAB_FILE, vocab.to_json().encode())
-    result = _train_and_publish(data_dir, run_dir, run_dir.name, model_config, train_config)
+    if launch.writes_outputs:  # other nodes' ranks only join the run rank 0's node set up
+        reuse_stamp(run_dir, data_key, clear_stale=True)
+        # The run carries its vocabulary, so `--model` on it needs nothing else to generate.
+        write_bytes_atomic(run_dir / VOCAB_FILE, vocab.to_json().encode())
+    result = _train_and_publish(
+        data_dir, run_dir, run_dir.name, model_config, train_config, launch, compiled
+    )
     if result["finished"]:
         write_stamp(run_dir, data_key)
     return result
@@ -132,7 +169,13 @@ def train_symbolic_model(
 
 @task(name="symbolic-train-baseline", cache_policy=NO_CACHE)
 def train_symbolic_baseline(
-    data_dir: str, run_dir: str, profile: str, seed: int, init_from: str | None = None
+    data_dir: str,
+    run_dir: str,
+    profile: str,
+    seed: int,
+    init_from: str | None = None,
+    launch: LaunchConfig = LaunchConfig(),
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Train the vanilla Transformer of the run in `run_dir` (same size, stream, steps and
     batch: the same token budget) into `run_dir/baselines/vanilla_transformer`; always from a
@@ -142,7 +185,9 @@ def train_symbolic_baseline(
     train_config = dataclasses.replace(train_config, init_from=None)
     label = f"{Path(run_dir).name}-vanilla"
     vanilla = model_config.vanilla()
-    return _train_and_publish(data_dir, Path(run_dir) / VANILLA_DIR, label, vanilla, train_config)
+    return _train_and_publish(
+        data_dir, Path(run_dir) / VANILLA_DIR, label, vanilla, train_config, launch, compiled
+    )
 
 
 @task(name="symbolic-evaluate", cache_policy=NO_CACHE)

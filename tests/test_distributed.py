@@ -17,6 +17,8 @@ import pytest
 import torch
 from symbolic_corpus import VOCAB, write_symbolic
 
+from flows.audio import AudioParams, audio_flow
+from flows.symbolic import SymbolicParams, symbolic_flow
 from models.audio.config import AudioTrainConfig
 from models.audio.train import METRICS_FILE, train_audio_unet
 from models.checkpoint import STATE_JSON_FILE
@@ -164,6 +166,40 @@ def test_a_ranks_error_fails_the_launch_with_that_error(tokens, tmp_path):
     args = music_args(run_dir, tokens, model_config, other)
     with pytest.raises(DistributedTrainingError, match="holds a run with other settings"):
         launch_training(TWO, "models.symbolic.train", args)
+
+
+def test_both_flows_train_on_two_ranks_and_their_metrics_say_so(
+    prefect_harness, tokens, audio_data_dir, tmp_path
+):
+    music = symbolic_flow(
+        SymbolicParams(
+            data_dir=str(tokens.parent.parent),
+            profile="tiny",
+            stages=["train", "evaluate"],
+            nproc_per_node=2,
+        )
+    )
+    assert json.loads(Path(music.metrics["metrics"]).read_text())["world_size"] == 2
+    vanilla_state = Path(music.run_dir) / "baselines" / "vanilla_transformer" / STATE_JSON_FILE
+    assert json.loads(vanilla_state.read_text())["extra"]["world_size"] == 2
+    audio = audio_flow(
+        AudioParams(
+            data_dir=str(audio_data_dir),
+            profile="tiny",
+            stages=["train", "evaluate"],
+            nproc_per_node=2,
+            train_steps=4,
+        )
+    )
+    assert json.loads(Path(audio.metrics["metrics"]).read_text())["world_size"] == 2
+
+
+def test_a_second_node_runs_only_the_train_stage():
+    params = SymbolicParams(nnodes=2, node_rank=1, rdzv_endpoint="node0:29400")
+    assert params.node_stages(params.stages) == ["train"]
+    assert SymbolicParams().node_stages(["data", "train"]) == ["data", "train"]
+    with pytest.raises(ValueError, match="rendezvous"):
+        AudioParams(nnodes=2)
 
 
 def worker_pids(launcher: int) -> list[int]:

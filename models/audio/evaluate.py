@@ -29,7 +29,7 @@ from models.audio.infer import (
     superresolve,
 )
 from models.audio.metrics import evaluate_pair
-from models.audio.train import TRAIN_JSON
+from models.audio.train import TRAIN_JSON, trained_world_size
 
 METHODS = ("model", "spline", "sinc")
 METRICS = ("snr_db", "lsd", "lsd_hf")
@@ -151,6 +151,7 @@ def evaluate_run(
         "hr_rate": model.config.hr_rate,
         "filter": filter,
         "max_seconds": max_seconds,
+        "world_size": trained_world_size(run_dir),
         "per_file": rows,
     }
     if sources:

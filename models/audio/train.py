@@ -115,6 +115,15 @@ def trained_steps(run_dir: str | Path) -> int:
     return int(_checkpoint_extra(run_dir)["step"])
 
 
+def trained_world_size(run_dir: str | Path) -> int | None:
+    """How many processes trained the last steps of the run in `run_dir` (runs from before
+    data-parallel training were one); None for a model directory without its checkpoint (a
+    shipped model: its model card says)."""
+    if not has_checkpoint(Path(run_dir) / CHECKPOINT_DIR):
+        return None
+    return int(_checkpoint_extra(run_dir).get("world_size", 1))
+
+
 def train_audio_unet(
     pairs_dir: str | Path,
     run_dir: str | Path,

@@ -120,6 +120,7 @@ def evaluate_run(
         "ngram_tokens_trained": ngram.tokens_trained,
         "ngram_order": ngram.order,
         "params": model.num_parameters(),
+        "world_size": trained_world_size(run_dir),
         "max_pieces": max_pieces,
         "original_keys": original_keys,
     }
@@ -127,16 +128,25 @@ def evaluate_run(
     return metrics
 
 
+def _checkpoint_extra(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / STATE_JSON_FILE).read_text())["extra"]
+
+
 def trained_steps(run_dir: Path) -> int:
     """The step of the checkpoint in `run_dir` (models.checkpoint's train state)."""
-    return int(json.loads((run_dir / STATE_JSON_FILE).read_text())["extra"]["step"])
+    return int(_checkpoint_extra(run_dir)["step"])
 
 
 def train_seconds(run_dir: str | Path) -> float | None:
     """Wall time of training over every call of the run in `run_dir` (None: a checkpoint from
     before the trainer recorded it)."""
-    extra = json.loads((Path(run_dir) / STATE_JSON_FILE).read_text())["extra"]
-    return extra.get("seconds")
+    return _checkpoint_extra(run_dir).get("seconds")
+
+
+def trained_world_size(run_dir: str | Path) -> int:
+    """How many processes trained the last steps of the run in `run_dir` (runs from before
+    data-parallel training were one)."""
+    return int(_checkpoint_extra(run_dir).get("world_size", 1))
 
 
 def flatten(split: str, scores: dict[str, Any]) -> dict[str, Any]:
