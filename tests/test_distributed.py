@@ -263,3 +263,16 @@ def test_a_run_whose_rank_was_killed_resumes_and_ends_as_an_unbroken_one(
     assert result["steps"] == steps
     unbroken, resumed = (step_rows(tmp_path / run / metrics) for run in ("unbroken", "killed"))
     assert resumed == unbroken  # the same numbers, as a resumed single-process run gives
+
+
+@pytest.mark.slow
+def test_a_compiled_training_follows_the_eager_one(tiny_set, tmp_path):
+    config = AudioTrainConfig(
+        preset="tiny", steps=6, batch_size=4, log_every=1, eval_split="train", eval_patches=4
+    )
+    eager = train_audio_unet(tiny_set, tmp_path / "eager", config)
+    compiled = train_audio_unet(tiny_set, tmp_path / "compiled", config, compiled=True)
+    assert compiled["steps"] == eager["steps"] == 6
+    one, two = (step_rows(tmp_path / run / METRICS_FILE) for run in ("eager", "compiled"))
+    for a, b in zip(one, two, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
