@@ -68,6 +68,11 @@ class FlowParams(BaseModel):
         """How the train stage's processes are started (`models.distributed`)."""
         return LaunchConfig(self.nproc_per_node, self.nnodes, self.node_rank, self.rdzv_endpoint)
 
+    def training_fields(self) -> dict[str, Any]:
+        """The fields that say how training runs, for a flow that runs another flow."""
+        names = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "compile")
+        return {name: getattr(self, name) for name in names}
+
     def node_stages(self, stages: list[str]) -> list[str]:
         """The stages this machine runs: all on node 0; on the other nodes of a multi-node run
         the train stage alone, since they only lend ranks to the run node 0 writes."""

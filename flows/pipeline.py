@@ -101,6 +101,9 @@ def pipeline_flow(params: PipelineParams = PipelineParams()) -> dict[str, Any]:
             )
             task = run_flow_or_reuse.with_options(name=f"{name}-flow")
             futures[name] = task.submit(name, subflow, flow_params, runner)
+            if params.launch().world_size > 1:
+                # Two torchrun launches at once would share the GPUs and the rendezvous port.
+                futures[name].wait()
         for name, future in futures.items():
             try:
                 results[name] = future.result()

@@ -26,7 +26,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.audio import AudioParams, audio_flow
@@ -70,6 +70,8 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
     out = Path(params.out_dir)
     results: dict[str, Any] = {}
     if "jsb" in params.names:
+        if params.launch().world_size > 1:
+            get_run_logger().info("the JSB model trains in one process (not data-parallel)")
         # Two stages (`SHIPPED_RECIPE`, then `SHIPPED_RESTART` from its weights); smaller
         # profiles (smoke runs, tests) keep their own step counts and rates.
         first, restart = SHIPPED_RECIPE, SHIPPED_RESTART
@@ -90,6 +92,7 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
             seed=params.seed,
             workers=params.workers,
             stages=["data", "train", "evaluate"],
+            **params.training_fields(),
             # 15,000 pieces: the original keys already give 1.5 M tokens per split.
             eval_keys="original",
         )
@@ -109,6 +112,7 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
             ratio=4,
             filter="random",
             arch="bwe",
+            **params.training_fields(),
         )
         trained = audio_flow(audio_params).model_dump(mode="json")
         results["superres-x4-16k"] = export_superres_model(
