@@ -72,6 +72,10 @@ def init_distributed() -> Ranks:
         if torch.cuda.is_available():
             torch.cuda.set_device(ranks.local_rank)
         dist.init_process_group(backend())
+        # Every process starts torch's global generator at the same seed, so without this the
+        # ranks would drop out the same units of their rows; rank 0 keeps the single process's.
+        if ranks.rank:
+            torch.manual_seed(torch.initial_seed() + ranks.rank)
     return ranks
 
 

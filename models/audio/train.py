@@ -186,7 +186,9 @@ def train_audio_unet(
         if (run_dir / METRICS_FILE).exists():
             logged = pq.read_table(run_dir / METRICS_FILE).to_pylist()
             rows = [row for row in logged if row["step"] <= step]
-    trained = wrap_model(torch.compile(model) if compiled else model, ranks)
+    trained = wrap_model(model, ranks)
+    if compiled:  # after DDP's wrapper, as PyTorch advises: it compiles between its buckets
+        trained = torch.compile(trained)
     over_ranks = differentiable_sum(ranks)
 
     eval_hr, eval_input = load_eval_set(pairs_dir, config.eval_split, config.eval_patches, info)

@@ -198,7 +198,9 @@ def train(
     rows = _read_metrics(run_dir, start)
     if ranks.is_main:
         write_json_atomic(run_dir / TRAIN_CONFIG_FILE, dataclasses.asdict(train_config))
-    trained = wrap_model(torch.compile(model) if compiled else model, ranks)
+    trained = wrap_model(model, ranks)
+    if compiled:  # after DDP's wrapper, as PyTorch advises: it compiles between its buckets
+        trained = torch.compile(trained)
 
     data_generator = torch.Generator().manual_seed(train_config.seed + 1)
     pieces = shuffled_pieces(train_path, data_generator, train_config.shuffle_buffer)
