@@ -61,8 +61,8 @@ class BWEConfig:
     hop: int = 64
     win: int = 256
     # Below this share of the input's Nyquist frequency every anti-aliasing filter passes the
-    # band whole: there the output keeps the input's phase and its amplitude (times a learned
-    # gain per bin), and only the band above is predicted.
+    # band whole: there the output keeps the input's phase and its amplitude (with the spline's
+    # droop undone), and only the band above is predicted.
     keep_below: float = 0.75
     ratio: int = 4
     hr_rate: int = 16000
