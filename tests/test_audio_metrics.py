@@ -8,6 +8,7 @@ import pytest
 from scipy import signal as sps
 
 from models.audio.metrics import (
+    band_energy_shares,
     evaluate_pair,
     high_band_start,
     log_power_spectrogram,
@@ -78,3 +79,17 @@ def test_high_band_lsd_sees_what_a_lowpass_removed() -> None:
     assert low_band < 0.2
     metrics = evaluate_pair(x, low, ratio)
     assert metrics == {"snr_db": snr_db(x, low), "lsd": full, "lsd_hf": high}
+
+
+def test_band_energy_shares_split_the_error_that_the_snr_counts():
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(16000).astype(np.float32)
+    t = np.arange(16000) / 16000
+    error = (0.05 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)  # all of it near 3 kHz
+    edges = [0.0, 2000.0, 4000.0, 8001.0]
+    shares = band_energy_shares(reference, error, 16000, edges)
+    assert sum(band_energy_shares(reference, reference, 16000, edges)) == pytest.approx(1.0)
+    assert sum(shares) == pytest.approx(
+        10 ** (-snr_db(reference, reference + error) / 10), rel=0.02
+    )
+    assert shares[1] > 0.99 * sum(shares)

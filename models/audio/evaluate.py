@@ -28,7 +28,7 @@ from models.audio.infer import (
     spectrogram_png,
     superresolve,
 )
-from models.audio.metrics import evaluate_pair
+from models.audio.metrics import band_energy_shares, evaluate_pair
 from models.audio.train import TRAIN_JSON, trained_world_size
 
 METHODS = ("model", "spline", "sinc")
@@ -211,6 +211,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--filter", default=None, help="default: the run's training filter (soxr for random)"
     )
+    parser.add_argument(
+        "--bands",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="HZ",
+        help="also print each method's error energy per band between these edges (Hz), as a "
+        "share of the signal's energy, beside the signal's own shares",
+    )
     args = parser.parse_args(argv)
     model = load_model(args.model)
     rows = [r for r in split_files(args.data_dir, args.split) if r["path"].startswith(args.prefix)]
@@ -225,7 +234,34 @@ def main(argv: list[str] | None = None) -> None:
     )
     evaluated = evaluate_files(model, args.data_dir, files, filter, None, args.seconds)
     summary = {**summarize(evaluated), "by_source": by_source(evaluated, files)}
+    if args.bands is not None:
+        edges = [0.0, *sorted(args.bands), model.config.hr_rate / 2 + 1]
+        summary["bands"] = band_errors(model, args.data_dir, files, filter, args.seconds, edges)
     print(json.dumps({"split": args.split, "prefix": args.prefix, "filter": filter, **summary}))
+
+
+def band_errors(
+    model: AudioModel,
+    data_dir: str | Path,
+    files: list[dict],
+    filter: str,
+    max_seconds: float | None,
+    edges: list[float],
+) -> dict[str, Any]:
+    """Per band between `edges` (Hz), averaged over `files`: the reference's share of its own
+    energy (`signal`) and each method's error energy as a share of it (`band_energy_shares`)."""
+    rate = model.config.hr_rate
+    shares: dict[str, list[list[float]]] = {"signal": []}
+    for row in files:
+        hr = read_hr(data_dir, row, max_seconds)
+        lr = degrade(hr, model.config.ratio, filter)
+        shares["signal"].append(band_energy_shares(hr, hr, rate, edges))
+        for method, estimate in reconstruct(model, lr, len(hr)).items():
+            shares.setdefault(method, []).append(band_energy_shares(hr, estimate - hr, rate, edges))
+    return {
+        "edges_hz": edges,
+        **{name: np.mean(rows, axis=0).round(5).tolist() for name, rows in shares.items()},
+    }
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ Nyquist frequency: the band the model has to invent, where the baselines have no
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -26,8 +28,8 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return 10.0 * float(np.log10(max(signal, 1e-20) / noise))
 
 
-def log_power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """log10 |STFT|^2, shape (frames, n_fft // 2 + 1); centred frames, reflect padding."""
+def power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """|STFT|^2, shape (frames, n_fft // 2 + 1); centred frames, reflect padding."""
     signal = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
     if signal.numel() <= n_fft // 2:
         # Reflect padding needs more samples than half a frame; zero-pad very short signals.
@@ -41,7 +43,30 @@ def log_power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> 
         pad_mode="reflect",
         return_complex=True,
     )
-    return torch.log10(spec.abs().square().clamp_min(POWER_FLOOR)).T.numpy()
+    return spec.abs().square().T.numpy()
+
+
+def log_power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """log10 |STFT|^2 (`power_spectrogram`), floored at `POWER_FLOOR`."""
+    power = torch.from_numpy(power_spectrogram(x, n_fft, hop))
+    return torch.log10(power.clamp_min(POWER_FLOOR)).numpy()
+
+
+def band_energy_shares(
+    reference: np.ndarray, signal: np.ndarray, rate: int, edges: list[float]
+) -> list[float]:
+    """The energy of `signal` in each band [edges[i], edges[i + 1]) Hz, as a share of the
+    energy of `reference` over all bands. With `signal` an estimate's error (estimate -
+    reference), this says in which band a method loses its SNR: the shares sum to about
+    1 / 10^(SNR / 10)."""
+    frequencies = np.fft.rfftfreq(N_FFT, 1 / rate)
+    reference_power = power_spectrogram(reference).sum(axis=0)
+    power = power_spectrogram(signal).sum(axis=0)
+    total = max(float(reference_power.sum()), 1e-20)
+    return [
+        float(power[(frequencies >= low) & (frequencies < high)].sum()) / total
+        for low, high in itertools.pairwise(edges)
+    ]
 
 
 def high_band_start(ratio: int, n_fft: int = N_FFT) -> int:
