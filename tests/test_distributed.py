@@ -124,17 +124,23 @@ def test_two_ranks_train_the_music_model_as_one_process_with_their_global_batch(
     assert state["extra"]["world_size"] == 2
 
 
+# The spectral model with the STFT term at full weight: its spectral convergence is a ratio of
+# norms over the whole batch, which per-rank norms would get wrong by ~3e-3 at the first step.
+# Its rate is low because Adam and the term's logarithm of near-silent bins carry the ranks'
+# other summation order further each step (at 3e-3: 1e-4 to 2e-3 by step 6).
 @pytest.mark.parametrize(
-    ("preset", "stft_weight"), [("tiny", 0.0), ("bwe-tiny", 1e-4)], ids=["unet", "bwe"]
+    ("preset", "stft_weight", "lr"),
+    [("tiny", 0.0, 3e-3), ("bwe-tiny", 1.0, 1e-4)],
+    ids=["unet", "bwe"],
 )
 def test_two_ranks_train_the_audio_model_as_one_process_with_their_global_batch(
-    tiny_set, tmp_path, preset, stft_weight
+    tiny_set, tmp_path, preset, stft_weight, lr
 ):
     config = AudioTrainConfig(
         preset=preset,
         steps=6,
         batch_size=4,
-        lr=3e-3,
+        lr=lr,
         stft_weight=stft_weight,
         log_every=1,
         checkpoint_every=3,
@@ -148,9 +154,6 @@ def test_two_ranks_train_the_audio_model_as_one_process_with_their_global_batch(
     assert result["steps"] == 6
     one, two = (step_rows(tmp_path / run / METRICS_FILE) for run in ("one", "two"))
     assert len(one) == len(two) == 6
-    # The first step agrees to float32 rounding; after it, Adam and the STFT term's logarithm
-    # of near-silent bins carry the ranks' other summation order a little further each step
-    # (a 2x error in the spectral convergence's gradient would show at 1e-2).
     assert two[0]["loss"] == pytest.approx(one[0]["loss"], rel=1e-6)
     for a, b in zip(one, two, strict=True):
         for key in ("loss", "mse", "eval_mse"):
