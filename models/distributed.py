@@ -23,6 +23,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from datasets.io import PROJECT_ROOT
+from models.checkpoint import finish_checkpoint, has_checkpoint
 
 # Lines rank 0 prints for the launching task (everything else it prints is passed on as is).
 PROGRESS, LOG, RESULT = "@progress ", "@log ", "@result "
@@ -127,11 +129,12 @@ def sum_over_ranks(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return total
 
 
-def mean_over_ranks(value: float, ranks: Ranks) -> float:
-    """The mean over ranks of a number every rank computed (for logging)."""
+def mean_over_ranks(values: list[float], ranks: Ranks) -> list[float]:
+    """The means over ranks of numbers every rank computed (for logging), in one all-reduce."""
     if not ranks.distributed:
-        return value
-    return float(sum_over_ranks(torch.tensor(value, dtype=torch.float64), ranks)) / ranks.world_size
+        return values
+    total = sum_over_ranks(torch.tensor(values, dtype=torch.float64), ranks)
+    return (total / ranks.world_size).tolist()
 
 
 def differentiable_sum(ranks: Ranks) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -157,6 +160,16 @@ def gather_rows(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
 def barrier(ranks: Ranks) -> None:
     if ranks.distributed:
         dist.barrier()
+
+
+def resumable(checkpoint_dir: str | Path, ranks: Ranks) -> bool:
+    """`models.checkpoint.finish_checkpoint` for a run of any world size: rank 0 completes or
+    discards a checkpoint a kill interrupted before the others look; then every rank says
+    whether a whole one stands to resume from."""
+    if ranks.is_main:
+        finish_checkpoint(checkpoint_dir)
+    barrier(ranks)
+    return has_checkpoint(checkpoint_dir)
 
 
 def report(prefix: str, payload: Any, ranks: Ranks) -> None:

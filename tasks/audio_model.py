@@ -9,7 +9,6 @@ skipped when its stamp says the same config already finished on the same pairs d
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from models.audio.config import EVAL_LIMITS, profile_config
 from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
 from models.audio.infer import latest_run, superresolve_file
-from models.audio.train import METRICS_FILE, train_audio_unet
+from models.audio.train import METRICS_FILE, rank_args, train_audio_unet
 from models.distributed import LaunchConfig, launch_training
 from tasks.common import Progress, publish_table
 
@@ -70,9 +69,7 @@ def _train(
     if launch.world_size == 1:
         summary = train_audio_unet(pairs, run_dir, config, progress=progress, compiled=compiled)
     else:
-        args = ["--pairs-dir", str(pairs), "--run-dir", str(run_dir)]
-        args += ["--config", json.dumps(dataclasses.asdict(config))]
-        args += ["--compile"] if compiled else []
+        args = rank_args(pairs, run_dir, config, compiled)
         summary = launch_training(launch, TRAIN_MODULE, args, progress, logger.info)
         if not launch.writes_outputs:  # rank 0's machine writes and stamps the run
             return {"run_dir": str(run_dir), "reused": False}

@@ -8,7 +8,6 @@ evaluation publishes the model beside both baselines.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from models.symbolic.generate import generate
 from models.symbolic.jsb import PUBLISHED, JsbRecipe, run_jsb_benchmark, score_jsb_model
 from models.symbolic.musicality_study import study_rows
 from models.symbolic.run import METRICS_JSON, MUSICALITY_PNG, VANILLA_DIR, evaluate_run
-from models.symbolic.train import METRICS_PARQUET, train
+from models.symbolic.train import METRICS_PARQUET, rank_args, train
 from tasks.common import Progress, publish_table
 
 # Runs resume from their own checkpoints; Prefect's cache would only hide a changed dataset.
@@ -82,19 +81,7 @@ def _train_and_publish(
             run_dir, *splits, model_config, train_config, progress, logger.info, compiled=compiled
         )
     else:
-        args = [
-            "--run-dir",
-            str(run_dir),
-            "--train",
-            str(splits[0]),
-            "--valid",
-            str(splits[1]),
-            "--model-config",
-            json.dumps(dataclasses.asdict(model_config)),
-            "--train-config",
-            json.dumps(dataclasses.asdict(train_config)),
-            *(["--compile"] if compiled else []),
-        ]
+        args = rank_args(run_dir, *splits, model_config, train_config, compiled)
         result = launch_training(launch, TRAIN_MODULE, args, progress, logger.info)
         if not launch.writes_outputs:  # rank 0's machine writes and reports the run
             logger.info("this node's ranks of %s are done", run_dir)

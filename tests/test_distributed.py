@@ -21,6 +21,7 @@ from flows.audio import AudioParams, audio_flow
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.audio.config import AudioTrainConfig
 from models.audio.train import METRICS_FILE, train_audio_unet
+from models.audio.train import rank_args as audio_rank_args
 from models.checkpoint import STATE_JSON_FILE
 from models.distributed import (
     DistributedTrainingError,
@@ -32,6 +33,7 @@ from models.distributed import (
 )
 from models.symbolic.config import profile_configs
 from models.symbolic.train import METRICS_PARQUET, train
+from models.symbolic.train import rank_args as symbolic_rank_args
 
 torch.set_num_threads(1)
 TWO = LaunchConfig(nproc_per_node=2)
@@ -49,29 +51,12 @@ def music_configs(**overrides):
 
 
 def music_args(run_dir: Path, tokens: Path, model_config, train_config) -> list[str]:
-    return [
-        "--run-dir",
-        str(run_dir),
-        "--train",
-        str(tokens / "train.parquet"),
-        "--valid",
-        str(tokens / "valid.parquet"),
-        "--model-config",
-        json.dumps(dataclasses.asdict(model_config)),
-        "--train-config",
-        json.dumps(dataclasses.asdict(train_config)),
-    ]
+    splits = tokens / "train.parquet", tokens / "valid.parquet"
+    return symbolic_rank_args(run_dir, *splits, model_config, train_config)
 
 
 def audio_args(pairs: Path, run_dir: Path, config: AudioTrainConfig) -> list[str]:
-    return [
-        "--pairs-dir",
-        str(pairs),
-        "--run-dir",
-        str(run_dir),
-        "--config",
-        json.dumps(dataclasses.asdict(config)),
-    ]
+    return audio_rank_args(pairs, run_dir, config)
 
 
 def step_rows(path: Path) -> list[dict]:

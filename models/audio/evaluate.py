@@ -72,16 +72,25 @@ def evaluate_files(
     filter: str,
     bits: int | None = None,
     max_seconds: float | None = None,
+    band_edges: list[float] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (file, method): file_id, method, filter, snr_db, lsd, lsd_hf."""
-    ratio = model.config.ratio
+    """One row per (file, method): file_id, method, filter, snr_db, lsd, lsd_hf; with
+    `band_edges` (Hz) also `band_errors`, the error energy per band as a share of the file's
+    energy, and one row per file of method "signal" with the file's own shares."""
+    ratio, rate = model.config.ratio, model.config.hr_rate
     rows = []
     for row in files:
         hr = read_hr(data_dir, row, max_seconds)
         lr = degrade(hr, ratio, filter, bits)
+        keys = {"file_id": row["file_id"], "filter": filter}
+        if band_edges is not None:
+            own = band_energy_shares(hr, hr, rate, band_edges)
+            rows.append({**keys, "method": "signal", "band_errors": own})
         for method, estimate in reconstruct(model, lr, len(hr)).items():
             metrics = evaluate_pair(hr, estimate, ratio)
-            rows.append({"file_id": row["file_id"], "method": method, "filter": filter, **metrics})
+            if band_edges is not None:
+                metrics["band_errors"] = band_energy_shares(hr, estimate - hr, rate, band_edges)
+            rows.append({**keys, "method": method, **metrics})
     return rows
 
 
@@ -232,35 +241,25 @@ def main(argv: list[str] | None = None) -> None:
     filter = args.filter or (
         eval_filter(run_pairs_info(args.model)["filter"]) if trained_on.is_file() else "soxr"
     )
-    evaluated = evaluate_files(model, args.data_dir, files, filter, None, args.seconds)
-    summary = {**summarize(evaluated), "by_source": by_source(evaluated, files)}
+    edges = None
     if args.bands is not None:
         edges = [0.0, *sorted(args.bands), model.config.hr_rate / 2 + 1]
-        summary["bands"] = band_errors(model, args.data_dir, files, filter, args.seconds, edges)
+    evaluated = evaluate_files(model, args.data_dir, files, filter, None, args.seconds, edges)
+    measured = [r for r in evaluated if r["method"] != "signal"]
+    summary = {**summarize(measured), "by_source": by_source(measured, files)}
+    if edges is not None:
+        summary["bands"] = {"edges_hz": edges, **mean_band_errors(evaluated)}
     print(json.dumps({"split": args.split, "prefix": args.prefix, "filter": filter, **summary}))
 
 
-def band_errors(
-    model: AudioModel,
-    data_dir: str | Path,
-    files: list[dict],
-    filter: str,
-    max_seconds: float | None,
-    edges: list[float],
-) -> dict[str, Any]:
-    """Per band between `edges` (Hz), averaged over `files`: the reference's share of its own
-    energy (`signal`) and each method's error energy as a share of it (`band_energy_shares`)."""
-    rate = model.config.hr_rate
-    shares: dict[str, list[list[float]]] = {"signal": []}
-    for row in files:
-        hr = read_hr(data_dir, row, max_seconds)
-        lr = degrade(hr, model.config.ratio, filter)
-        shares["signal"].append(band_energy_shares(hr, hr, rate, edges))
-        for method, estimate in reconstruct(model, lr, len(hr)).items():
-            shares.setdefault(method, []).append(band_energy_shares(hr, estimate - hr, rate, edges))
+def mean_band_errors(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per method (and "signal"), the `band_errors` of `evaluate_files` averaged over files."""
+    methods = dict.fromkeys(r["method"] for r in rows)
     return {
-        "edges_hz": edges,
-        **{name: np.mean(rows, axis=0).round(5).tolist() for name, rows in shares.items()},
+        method: np.mean([r["band_errors"] for r in rows if r["method"] == method], axis=0)
+        .round(5)
+        .tolist()
+        for method in methods
     }
 
 

@@ -48,7 +48,6 @@ from models.audio.losses import stft_loss
 from models.audio.metrics import snr_db
 from models.checkpoint import (
     STATE_JSON_FILE,
-    finish_checkpoint,
     has_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -62,6 +61,7 @@ from models.distributed import (
     mean_over_ranks,
     own_rows,
     rank_device,
+    resumable,
     run_rank,
     wrap_model,
 )
@@ -149,12 +149,8 @@ def train_audio_unet(
     generator = torch.Generator().manual_seed(config.seed)
 
     checkpoint = run_dir / CHECKPOINT_DIR
-    # A checkpoint a kill interrupted is completed or discarded (by rank 0, before the others
-    # look); a whole one is resumed from by every rank.
-    if ranks.is_main:
-        finish_checkpoint(checkpoint)
-    barrier(ranks)
-    resuming = has_checkpoint(checkpoint)
+    # A checkpoint a kill interrupted is completed or discarded; a whole one is resumed from.
+    resuming = resumable(checkpoint, ranks)
     if resuming:
         model_config = load_model_config(checkpoint)
     elif model_config is None:
@@ -220,8 +216,9 @@ def train_audio_unet(
             optimizer.step()
             step += 1
             batch_in_epoch = index + 1
-            losses.append(mean_over_ranks(loss.item(), ranks))
-            mses.append(mean_over_ranks(mse.item(), ranks))
+            loss_value, mse_value = mean_over_ranks([loss.item(), mse.item()], ranks)
+            losses.append(loss_value)
+            mses.append(mse_value)
             if step % config.log_every == 0 or step == config.steps:
                 if ranks.is_main:
                     estimate_eval = predict_patches(model, eval_input)
@@ -278,6 +275,21 @@ def train_audio_unet(
         "world_size": ranks.world_size,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def rank_args(
+    pairs_dir: str | Path, run_dir: str | Path, config: AudioTrainConfig, compiled: bool = False
+) -> list[str]:
+    """The command line `main` reads: what torchrun hands each rank of a run."""
+    return [
+        "--pairs-dir",
+        str(pairs_dir),
+        "--run-dir",
+        str(run_dir),
+        "--config",
+        json.dumps(dataclasses.asdict(config)),
+        *(["--compile"] if compiled else []),
+    ]
 
 
 @record

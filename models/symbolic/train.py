@@ -44,8 +44,6 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from datasets.io import atomic_path, write_json_atomic, write_parquet_atomic
 from models.checkpoint import (
     MODEL_FILE,
-    finish_checkpoint,
-    has_checkpoint,
     load_checkpoint,
     load_config,
     load_weights,
@@ -59,6 +57,7 @@ from models.distributed import (
     mean_over_ranks,
     own_rows,
     rank_device,
+    resumable,
     run_rank,
     sum_over_ranks,
     wrap_model,
@@ -173,12 +172,7 @@ def train(
 
     state: dict[str, Any] | None = None
     all_mems: list[torch.Tensor] = []
-    # A checkpoint a kill interrupted is completed or discarded (by rank 0, before the others
-    # look), then every rank resumes from the one that stands.
-    if ranks.is_main:
-        finish_checkpoint(run_dir)
-    barrier(ranks)
-    if has_checkpoint(run_dir):
+    if resumable(run_dir, ranks):  # a checkpoint a kill interrupted is completed or discarded
         saved = json.loads((run_dir / TRAIN_CONFIG_FILE).read_text())
         # Fields added to TrainConfig since the run began take their defaults.
         known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -243,19 +237,19 @@ def train(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
         optimizer.step()
-        loss_value = mean_over_ranks(loss.item(), ranks)
+        (loss_value,) = mean_over_ranks([loss.item()], ranks)
         for key in sums:
             sums[key] = [sums[key][0] + loss_value, sums[key][1] + 1]
 
         done = step + 1
         last = done == train_config.steps
-        validates = (done % train_config.log_every == 0 or last) and (
-            done % train_config.valid_every == 0 or last
-        )
+        logs = done % train_config.log_every == 0 or last
+        validates = logs and (done % train_config.valid_every == 0 or last)
+        checkpoints = done % train_config.checkpoint_every == 0 or done == end
         improved = False
         # Rows depend on the step only (not on where a call stopped), so a resumed run writes
         # the same metrics as an uninterrupted one.
-        if ranks.is_main and (done % train_config.log_every == 0 or last):
+        if ranks.is_main and logs:
             valid_nll = None
             if validates:
                 valid_nll = evaluate(model, valid_path, max_pieces=train_config.valid_pieces)["nll"]
@@ -274,17 +268,15 @@ def train(
                 }
             )
             log(f"step {done}/{train_config.steps} loss {rows[-1]['train_loss']:.4f}")
-        if done % train_config.log_every == 0 or last:
+        if logs:
             sums["window"] = [0.0, 0]
         if last:  # the closing epoch row goes into the last checkpoint with everything else
             rows.append(_epoch_row(done, epoch, tokens_per_step, sums["epoch"]))
         # A new best is checkpointed at once: its weights exist only now. Every rank takes part
         # where one may be written (the memory of all lanes is gathered), rank 0 writes.
-        if done % train_config.checkpoint_every == 0 or done == end or validates:
+        if checkpoints or validates:
             every_lane = [gather_rows(m, ranks) for m in mems]
-            if ranks.is_main and (
-                done % train_config.checkpoint_every == 0 or done == end or improved
-            ):
+            if ranks.is_main and (checkpoints or improved):
                 seconds = earlier_seconds + time.perf_counter() - started
                 extra = {
                     "step": done,
@@ -349,6 +341,30 @@ def _checkpoint(run_dir, model, optimizer, mems, rows, extra, improved, last) ->
         _write_metrics(pending, rows)
 
     save_checkpoint(run_dir, model, optimizer, extra, write_more=write_more)
+
+
+def rank_args(
+    run_dir: str | Path,
+    train_path: str | Path,
+    valid_path: str | Path,
+    model_config: MusicConfig,
+    train_config: TrainConfig,
+    compiled: bool = False,
+) -> list[str]:
+    """The command line `main` reads: what torchrun hands each rank of a run."""
+    return [
+        "--run-dir",
+        str(run_dir),
+        "--train",
+        str(train_path),
+        "--valid",
+        str(valid_path),
+        "--model-config",
+        json.dumps(dataclasses.asdict(model_config)),
+        "--train-config",
+        json.dumps(dataclasses.asdict(train_config)),
+        *(["--compile"] if compiled else []),
+    ]
 
 
 @record
