@@ -7,13 +7,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from models import checkpoint
 from models.audio.config import AudioTrainConfig, preset, profile_config
-from models.audio.data import iter_epoch, pair_shards, read_pairs_info
+from models.audio.data import (
+    iter_epoch,
+    iter_mixed_epoch,
+    pair_shards,
+    part_rows,
+    read_pairs_info,
+)
 from models.audio.losses import stft_loss
 from models.audio.train import learning_rate, train_audio_unet, train_seconds, trained_steps
 from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
@@ -44,12 +51,15 @@ class Killed(Exception):
     pass
 
 
-def test_a_killed_run_resumes_to_the_same_bytes(audio_data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("part_exponent", [None, 0.0], ids=["shards", "mixed"])
+def test_a_killed_run_resumes_to_the_same_bytes(
+    audio_data_dir: Path, tmp_path: Path, part_exponent: float | None
+) -> None:
     pairs = audio_data_dir / "audio" / "pairs"
     info = read_pairs_info(pairs)
     # Dropout on, so the restored generator state matters too.
     model_config = preset("tiny", dropout=0.3, ratio=info.ratio, hr_rate=info.hr_rate, patch=2048)
-    config = small_config()
+    config = small_config(part_exponent=part_exponent)
     train_audio_unet(pairs, tmp_path / "whole", config, model_config)
 
     def kill_at_step_9(fraction: float) -> None:
@@ -89,6 +99,38 @@ def test_epochs_visit_every_row_once_in_a_seeded_order(audio_data_dir: Path) -> 
     assert not np.array_equal(first[0], other[0])
     rows = np.concatenate(first)
     assert len(np.unique(rows, axis=0)) == len(rows)  # no row twice in an epoch
+
+
+def test_mixed_epochs_draw_parts_by_their_weight(audio_data_dir: Path) -> None:
+    """The renders as two parts, organ (1 train file) and piano (2): with exponent 1 batches
+    keep the data's proportions, with exponent 0 the organ gets half of every epoch."""
+    shards = pair_shards(audio_data_dir / "audio" / "pairs", "train")
+    table = pa.concat_tables(pq.read_table(s, columns=["file_id", "hr"]) for s in shards)
+    programs = {row["file_id"]: int(row["file_id"][-2:]) % 2 for row in table.to_pylist()}
+    parts = {file_id: ("organ" if odd else "piano") for file_id, odd in programs.items()}
+    part_of_row = {
+        np.asarray(hr, dtype=np.float32).tobytes(): parts[file_id]
+        for file_id, hr in zip(
+            table.column("file_id").to_pylist(), table.column("hr").to_pylist(), strict=True
+        )
+    }
+    index = part_rows(shards, parts)
+    organ_share = sum(p == "organ" for p in part_of_row.values()) / len(part_of_row)
+    assert 0.2 < organ_share < 0.45
+
+    def drawn(exponent: float, epoch: int) -> list[np.ndarray]:
+        return [hr for hr, _ in iter_mixed_epoch(index, 16, 0, epoch, exponent)]
+
+    for exponent, expected in [(1.0, organ_share), (0.0, 0.5)]:
+        batches = drawn(exponent, 0)
+        assert len(batches) == table.num_rows // 16
+        assert all(np.array_equal(a, b) for a, b in zip(batches, drawn(exponent, 0), strict=True))
+        assert not np.array_equal(batches[0], drawn(exponent, 1)[0])
+        rows = np.concatenate(batches)
+        share = np.mean([part_of_row[row.tobytes()] == "organ" for row in rows])
+        assert share == pytest.approx(expected, abs=0.08)
+        # Every batch mixes the parts (a shard-by-shard order would not).
+        assert np.mean([len({part_of_row[r.tobytes()] for r in b}) == 2 for b in batches]) > 0.9
 
 
 def test_stft_loss_is_zero_only_for_equal_signals() -> None:

@@ -271,6 +271,9 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
     assert set(metrics["by_source"]) == tested
     for row in [metrics, *metrics["by_source"].values()]:
         assert {"lsd", "sinc_lsd", "spline_lsd", "snr_db", "spline_snr_db"} <= set(row)
+    # The export's headline weighs the parts alike, whatever their number of files.
+    part_lsds = [part["lsd"] for part in metrics["by_source"].values()]
+    assert metrics["lsd_parts_mean"] == pytest.approx(sum(part_lsds) / len(part_lsds), abs=1e-3)
     robustness = metrics["robustness"]
     assert robustness["seen_filters"] == ["soxr", "cheby", "fir", "none"]
     assert [r["eval_filter"] for r in robustness["rows"]][-2:] == ["butter", "ellip"]

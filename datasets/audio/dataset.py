@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 import datasets.audio.shards
 from datasets.audio.lowres import pairs_code_version
@@ -55,6 +56,26 @@ FILES_SCHEMA = pa.schema(
         ("n_samples", pa.int64()),
     ]
 )
+
+
+def corpus_part(path: str) -> str:
+    """The part of a mixed corpus a file belongs to: the top directory of its path
+    (`recordings-speech/...`, `bach/...`)."""
+    return path.split("/", 1)[0]
+
+
+def file_parts(data_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Each file_id of `audio/files.parquet` mapped to its corpus part."""
+    path = Path(data_dir) / "audio" / "files.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the audio data stage first")
+    table = pq.read_table(path, columns=["file_id", "path"])
+    return {
+        file_id: corpus_part(file_path)
+        for file_id, file_path in zip(
+            table.column("file_id").to_pylist(), table.column("path").to_pylist(), strict=True
+        )
+    }
 
 
 def dataset_key(records: Sequence[dict[str, Any]], splits: dict[str, str], spec: PairSpec) -> str:

@@ -91,6 +91,66 @@ def iter_epoch(
         yield np.stack(carry_hr), np.stack(carry_lr)
 
 
+def part_rows(
+    shards: list[Path], parts: dict[str, str]
+) -> dict[str, list[tuple[Path, np.ndarray]]]:
+    """Where each corpus part's rows lie: (shard, row indices) pairs per part, from the
+    shards' file_id column and `parts` (file_id -> part, `datasets.audio.dataset.file_parts`)."""
+    index: dict[str, list[tuple[Path, np.ndarray]]] = {}
+    for shard in shards:
+        file_ids = pq.read_table(shard, columns=["file_id"]).column("file_id").to_pylist()
+        names = np.array([parts[file_id] for file_id in file_ids])
+        for name in sorted(set(names.tolist())):
+            index.setdefault(name, []).append((shard, np.flatnonzero(names == name)))
+    return index
+
+
+def _part_stream(
+    locations: list[tuple[Path, np.ndarray]], rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One part's (hr, lr) rows without end: its shards in a new order on every pass, the rows
+    of each shard shuffled. A part smaller than its share comes round again within an epoch."""
+    while True:
+        for index in rng.permutation(len(locations)):
+            shard, rows = locations[index]
+            table = pq.read_table(shard, columns=["hr", "lr"]).take(rows)
+            hr, lr = _rows(table, "hr"), _rows(table, "lr")
+            for row in rng.permutation(len(rows)):
+                yield hr[row], lr[row]
+
+
+def iter_mixed_epoch(
+    index: dict[str, list[tuple[Path, np.ndarray]]],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    exponent: float,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The (hr, lr) batches of one epoch with every batch drawn across the corpus's parts.
+
+    `index` is `part_rows`. A part with n rows is drawn with weight n ** `exponent`: 1 keeps the
+    data's proportions, 0 gives every part an equal share (the temperature sampling of
+    multilingual models), so a part with a tenth of the hours still shapes the model. The epoch
+    has as many batches as `iter_epoch`'s; the order is fixed by (seed, epoch), so a resumed run
+    sees the batches it would have seen.
+    """
+    names = sorted(index)
+    sizes = np.array([sum(len(rows) for _, rows in index[name]) for name in names], dtype=float)
+    weights = sizes**exponent
+    weights /= weights.sum()
+    rng = np.random.default_rng([seed, epoch])
+    streams = [
+        _part_stream(index[name], np.random.default_rng([seed, epoch, k]))
+        for k, name in enumerate(names)
+    ]
+    for _ in range(max(int(sizes.sum()) // batch_size, 1)):
+        counts = rng.multinomial(batch_size, weights)
+        rows = [next(streams[k]) for k, count in enumerate(counts) for _ in range(count)]
+        # Shuffled, so that the ranks of a data-parallel run (which take slices) get every part.
+        order = rng.permutation(batch_size)
+        yield np.stack([rows[i][0] for i in order]), np.stack([rows[i][1] for i in order])
+
+
 def load_eval_set(
     pairs_dir: str | Path, split: str, limit: int, info: PairsInfo
 ) -> tuple[np.ndarray, np.ndarray]:

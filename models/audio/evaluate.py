@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from datasets.audio.dataset import corpus_part
 from datasets.audio.files import write_wav
 from datasets.audio.pairs import degrade
 from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
@@ -95,8 +96,8 @@ def evaluate_files(
 
 
 def by_source(rows: list[dict[str, Any]], files: list[dict]) -> dict[str, Any]:
-    """`summarize` per part of a mixed corpus: the files' top directory."""
-    source = {row["file_id"]: row["path"].split("/", 1)[0] for row in files}
+    """`summarize` per part of a mixed corpus (`corpus_part`)."""
+    source = {row["file_id"]: corpus_part(row["path"]) for row in files}
     return {
         name: summarize([r for r in rows if source[r["file_id"]] == name])
         for name in sorted(set(source.values()))

@@ -33,14 +33,17 @@ import pyarrow.parquet as pq
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from datasets.audio.dataset import file_parts
 from datasets.io import write_json_atomic, write_parquet_atomic
 from models.audio.config import AudioModelConfig, AudioTrainConfig, model_config_class, preset
 from models.audio.data import (
     batches_per_epoch,
     iter_epoch,
+    iter_mixed_epoch,
     load_eval_set,
     model_inputs,
     pair_shards,
+    part_rows,
     read_pairs_info,
 )
 from models.audio.infer import build_model, load_model_config, predict_patches
@@ -144,6 +147,12 @@ def train_audio_unet(
     run_dir = Path(run_dir)
     info = read_pairs_info(pairs_dir)
     shards = pair_shards(pairs_dir, "train")
+    # The pairs live in <data_dir>/audio/pairs, beside the files table that names each part.
+    parts = (
+        None
+        if config.part_exponent is None
+        else part_rows(shards, file_parts(Path(pairs_dir).parents[1]))
+    )
     check_batch(config.batch_size, ranks)
     device = torch.device(device) if device else rank_device(ranks)
     generator = torch.Generator().manual_seed(config.seed)
@@ -191,7 +200,12 @@ def train_audio_unet(
     spline_snr = snr_db(eval_hr, eval_input)
     model.train()
     while step < config.steps:
-        batches = iter_epoch(shards, config.batch_size, config.seed, epoch)
+        if parts is None:
+            batches = iter_epoch(shards, config.batch_size, config.seed, epoch)
+        else:
+            batches = iter_mixed_epoch(
+                parts, config.batch_size, config.seed, epoch, config.part_exponent
+            )
         for index, (hr, lr) in enumerate(batches):
             if index < batch_in_epoch:
                 continue
