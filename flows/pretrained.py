@@ -61,6 +61,9 @@ def command_line(params: PretrainedParams, name: str) -> str:
         options.append(f"--profile {params.profile}")
     if name == "jsb" and params.jsb != DEFAULT_JSB:
         options.append(f"--jsb {params.jsb}")
+    # How it trained, where data-parallel (the JSB model always trains in one process).
+    if name != "jsb" and params.launch().world_size > 1:
+        options.append(f"--nproc-per-node {params.nproc_per_node} --nnodes {params.nnodes}")
     return "python -m flows.pretrained " + " ".join(options)
 
 

@@ -20,7 +20,7 @@ from datasets.io import write_bytes_atomic
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from flows.audio import AudioParams, audio_flow
 from flows.cli import run_cli
-from flows.pretrained import PretrainedParams, pretrained_flow
+from flows.pretrained import PretrainedParams, command_line, pretrained_flow
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.checkpoint import CONFIG_FILE, MODEL_FILE, load_config
 from models.pretrained import ModelCard, export_pretrained, improves_on_shipped
@@ -284,3 +284,13 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
     card = (shipped / "README.md").read_text()
     assert "unseen filters" in card
     assert "all: test LSD (model / sinc / spline)" in card
+
+
+def test_the_card_command_says_how_many_processes_trained_the_model() -> None:
+    one = PretrainedParams()
+    two = PretrainedParams(nproc_per_node=2)
+    assert command_line(one, "superres-x4-16k") == (
+        "python -m flows.pretrained --names superres-x4-16k --seed 0"
+    )
+    assert command_line(two, "superres-x4-16k").endswith("--nproc-per-node 2 --nnodes 1")
+    assert "--nproc-per-node" not in command_line(two, "jsb")  # JSB trains in one process

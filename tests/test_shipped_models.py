@@ -154,7 +154,7 @@ def test_the_shipped_superres_model_halves_the_sincs_lsd_on_held_out_speech_and_
 @pytest.mark.xfail(
     strict=True,
     reason="issue 15, open: on the held-out piano samples (long decays with next to nothing "
-    "above 2 kHz) the shipped model invents a high band; music's LSD is 0.83x the sinc's",
+    "above 2 kHz) the shipped model invents a high band; music's LSD is 0.60x the sinc's",
 )
 def test_the_shipped_superres_model_halves_the_sincs_lsd_on_held_out_music(superres_metrics):
     part = superres_metrics["by_source"]["recordings-music"]

@@ -195,7 +195,7 @@ BWE_TRAINING: dict[str, dict[str, Any]] = {
     "tiny": {"stft_weight": 1e-4},
     "quick": {"stft_weight": 1e-4},
     "full": {
-        "steps": 8000,
+        "steps": 12000,
         "batch_size": 16,
         "stft_weight": 1e-4,
         # Speech, music and renders in equal shares: drawn by their hours, music (a tenth of
