@@ -17,6 +17,7 @@ prints where its kills landed (`pytest -s`).
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -78,7 +79,16 @@ def write_kill_corpus(root: Path, track: Track) -> None:
 
 
 def visible_files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*") if p.is_file() and not TEMP_FILE.match(p.name))
+    """The whole files under `data_dir`. Polled while a run writes: a directory that goes away
+    mid-walk (a checkpoint's pending directory, moved in on commit) is skipped by `os.walk`,
+    where `rglob` raised."""
+    found = [
+        Path(root) / name
+        for root, _, names in os.walk(data_dir)
+        for name in names
+        if not TEMP_FILE.match(name)
+    ]
+    return sorted(p for p in found if p.is_file())
 
 
 def snapshot(data_dir: Path) -> dict[str, bytes]:
