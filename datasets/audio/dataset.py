@@ -64,12 +64,20 @@ def corpus_part(path: str) -> str:
     return path.split("/", 1)[0]
 
 
-def file_parts(data_dir: str | os.PathLike[str]) -> dict[str, str]:
-    """Each file_id of `audio/files.parquet` mapped to its corpus part."""
+def read_files_table(
+    data_dir: str | os.PathLike[str], columns: list[str] | None = None
+) -> pa.Table:
+    """`audio/files.parquet` (the accepted files), with a clear error when the data stage has
+    not written it yet."""
     path = Path(data_dir) / "audio" / "files.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the audio data stage first")
-    table = pq.read_table(path, columns=["file_id", "path"])
+    return pq.read_table(path, columns=columns)
+
+
+def file_parts(data_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """Each file_id of `audio/files.parquet` mapped to its corpus part."""
+    table = read_files_table(data_dir, ["file_id", "path"])
     return {
         file_id: corpus_part(file_path)
         for file_id, file_path in zip(

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import soundfile as sf
 
-from datasets.audio.dataset import corpus_part
+from datasets.audio.dataset import corpus_part, read_files_table
 from datasets.audio.files import write_wav
 from datasets.audio.pairs import degrade
 from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
@@ -38,11 +37,8 @@ METRICS = ("snr_db", "lsd", "lsd_hf")
 
 def split_files(data_dir: str | Path, split: str, max_files: int | None = None) -> list[dict]:
     """Rows of `audio/files.parquet` in `split`, by file_id (the first `max_files`)."""
-    path = Path(data_dir) / "audio" / "files.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run the audio data stage first")
     rows = sorted(
-        (r for r in pq.read_table(path).to_pylist() if r["split"] == split),
+        (r for r in read_files_table(data_dir).to_pylist() if r["split"] == split),
         key=lambda r: r["file_id"],
     )
     return rows[:max_files] if max_files is not None else rows

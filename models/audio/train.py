@@ -148,7 +148,7 @@ def train_audio_unet(
     info = read_pairs_info(pairs_dir)
     shards = pair_shards(pairs_dir, "train")
     # The pairs live in <data_dir>/audio/pairs, beside the files table that names each part.
-    parts = (
+    part_index = (
         None
         if config.part_exponent is None
         else part_rows(shards, file_parts(Path(pairs_dir).parents[1]))
@@ -200,11 +200,11 @@ def train_audio_unet(
     spline_snr = snr_db(eval_hr, eval_input)
     model.train()
     while step < config.steps:
-        if parts is None:
+        if part_index is None:
             batches = iter_epoch(shards, config.batch_size, config.seed, epoch)
         else:
             batches = iter_mixed_epoch(
-                parts, config.batch_size, config.seed, epoch, config.part_exponent
+                part_index, config.batch_size, config.seed, epoch, config.part_exponent
             )
         for index, (hr, lr) in enumerate(batches):
             if index < batch_in_epoch:
