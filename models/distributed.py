@@ -143,9 +143,25 @@ def differentiable_sum(ranks: Ranks) -> Callable[[torch.Tensor], torch.Tensor] |
     global loss, and DDP's averaging of the gradients gives exactly the single-process ones."""
     if not ranks.distributed:
         return None
-    from torch.distributed.nn.functional import all_reduce
+    return _SumOverRanks.apply
 
-    return all_reduce
+
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over the ranks, with the gradient summed over them on the way back
+    (each rank's loss depends on every rank's rows). torch.distributed.nn.functional.all_reduce
+    did this, and is deprecated for a functional collective without autograd."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.clone()
+        dist.all_reduce(summed)
+        return summed
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.clone()
+        dist.all_reduce(summed)
+        return summed
 
 
 def gather_rows(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:

@@ -20,8 +20,10 @@ from models.checkpoint import CONFIG_FILE, ModelDirectoryError
 torch.set_num_threads(1)
 
 
-def test_an_untrained_extender_returns_its_input():
-    model = BandwidthExtender(preset("bwe-tiny", patch=2048), torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("learned_skip", [False, True])
+def test_an_untrained_extender_returns_its_input(learned_skip: bool):
+    config = preset("bwe-tiny", patch=2048, learned_amplitude_skip=learned_skip)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0))
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1, 2048)).astype("float32"))
     y = model(x)
     assert y.shape == x.shape
@@ -53,6 +55,29 @@ def test_the_kept_band_is_what_a_sinc_interpolation_gives():
 
     assert error(out) < 1e-3
     assert error(spline) > 5 * error(out)
+
+
+def test_a_learned_amplitude_skip_can_let_go_of_the_inputs_high_band():
+    """With the skip weights at 0 the high band's amplitude is the network's alone: a 6 kHz
+    tone 100x louder in the input (same phase) leaves the output's high band as it was; with
+    the fixed skip it comes out 100x louder, as it went in."""
+    config = preset("bwe-tiny", patch=2048, learned_amplitude_skip=True)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0))
+    t = np.arange(2048) / config.hr_rate
+    low, high = np.sin(2 * np.pi * 500 * t), 1e-3 * np.sin(2 * np.pi * 6000 * t)
+    band = slice(int(5000 / 8000 * 1024), int(7000 / 8000 * 1024))
+
+    def high_band_energy(x: np.ndarray) -> float:
+        with torch.no_grad():
+            y = model(torch.from_numpy(x.astype("float32"))[None, None])[0, 0].numpy()
+        return float(np.sum(np.abs(np.fft.rfft(y))[band] ** 2))
+
+    fixed = high_band_energy(low + 100 * high) / high_band_energy(low + high)
+    with torch.no_grad():
+        model.amp_skip.zero_()
+    let_go = high_band_energy(low + 100 * high) / high_band_energy(low + high)
+    assert fixed == pytest.approx(1e4, rel=0.1)
+    assert 0.5 < let_go < 2  # the network's own change still sees its input
 
 
 def test_a_config_refuses_a_window_longer_than_the_fft():

@@ -21,7 +21,7 @@ from models.audio.data import (
     part_rows,
     read_pairs_info,
 )
-from models.audio.losses import stft_loss
+from models.audio.losses import relative_mse, stft_loss
 from models.audio.train import learning_rate, train_audio_unet, train_seconds, trained_steps
 from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
 
@@ -137,6 +137,28 @@ def test_stft_loss_is_zero_only_for_equal_signals() -> None:
     x = torch.randn(2, 4096, generator=g)
     assert stft_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
     assert stft_loss(x + 0.1 * torch.randn(2, 4096, generator=g), x).item() > 0.01
+
+
+def test_relative_mse_is_each_patchs_inverse_snr_whatever_its_loudness() -> None:
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 1, 4096, generator=g) * torch.tensor([1.0, 0.1])[:, None, None]
+    estimate = target + 0.1 * target.std(dim=(1, 2), keepdim=True) * torch.randn(2, 1, 4096)
+    per_patch = [relative_mse(estimate[i : i + 1], target[i : i + 1]).item() for i in (0, 1)]
+    assert per_patch == pytest.approx([0.01, 0.01], rel=0.1)  # 20 dB SNR, loud or quiet
+    assert relative_mse(estimate, target).item() == pytest.approx(np.mean(per_patch))
+    assert relative_mse(10 * estimate, 10 * target).item() == pytest.approx(
+        relative_mse(estimate, target).item(), rel=1e-3
+    )
+
+
+def test_training_with_the_relative_mse(audio_data_dir: Path, tmp_path: Path) -> None:
+    pairs = audio_data_dir / "audio" / "pairs"
+    config = small_config(steps=3, relative_mse=True)
+    summary = train_audio_unet(pairs, tmp_path / "run", config)
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert summary["steps"] == 3
+    # The loss is an inverse SNR (about 0.1-1 here), the logged MSE the plain one (~1e-3).
+    assert rows[-1]["loss"] > 10 * rows[-1]["mse"]
 
 
 def test_training_with_the_stft_term(audio_data_dir: Path, tmp_path: Path) -> None:

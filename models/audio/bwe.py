@@ -74,6 +74,8 @@ class BandwidthExtender(nn.Module):
         self.amp_out = nn.Conv1d(c, bins, 1)
         self.real_out = nn.Conv1d(c, bins, 1)
         self.imag_out = nn.Conv1d(c, bins, 1)
+        if config.learned_amplitude_skip:
+            self.amp_skip = nn.Parameter(torch.ones(bins))
         # Log gain of the kept low bins: the inverse of the spline interpolation's response, so
         # the kept band is what an ideal (sinc) interpolation gives. A fixed buffer: learned, it
         # shrank to 0.78 on bins near 1.5 kHz (the inputs made without an anti-aliasing filter
@@ -110,6 +112,8 @@ class BandwidthExtender(nn.Module):
         ):
             a, p = amp_block(a), pha_block(p)
             a, p = a + p2a(p), p + a2p(a)
+        if c.learned_amplitude_skip:
+            log_amp = self.amp_skip[None, :, None] * log_amp
         amp = torch.exp(log_amp + self.amp_out(a))
         out_phase = torch.atan2(sin + self.imag_out(p), cos + self.real_out(p))
         out = torch.polar(amp, out_phase)

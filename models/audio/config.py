@@ -64,6 +64,11 @@ class BWEConfig:
     # band whole: there the output keeps the input's phase and its amplitude (with the spline's
     # droop undone), and only the band above is predicted.
     keep_below: float = 0.75
+    # The output's log amplitude above the kept band is the network's prediction plus the
+    # input's log amplitude times a weight per bin: 1 (False), or learned from 1 (True). Fixed,
+    # the output carries the spline input's images of the low band (mirrored harmonics, and its
+    # nulls at multiples of the low rate) unless the network cancels them bin by bin.
+    learned_amplitude_skip: bool = False
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192
@@ -102,9 +107,11 @@ PRESETS: dict[str, AudioModelConfig] = {
     # The paper's widths and dropout: what `--profile full` trains on a GPU.
     "paper": AudioUNetConfig(),
     # The spectral model (`--arch bwe`) at each profile's size.
-    "bwe-tiny": BWEConfig(channels=16, layers=1, n_fft=128, hop=32, win=128),
-    "bwe-quick": BWEConfig(channels=64, layers=2),
-    "bwe-full": BWEConfig(),
+    "bwe-tiny": BWEConfig(
+        channels=16, layers=1, n_fft=128, hop=32, win=128, learned_amplitude_skip=True
+    ),
+    "bwe-quick": BWEConfig(channels=64, layers=2, learned_amplitude_skip=True),
+    "bwe-full": BWEConfig(learned_amplitude_skip=True),
 }
 
 
@@ -129,6 +136,9 @@ class AudioTrainConfig:
     # Weight of the multi-resolution STFT term; 0 = MSE only. The STFT term is scale-free (about
     # 1) while the MSE of music in [-1, 1] is about 1e-4, so useful weights are small (~1e-5).
     stft_weight: float = 0.0
+    # The waveform term per patch over the patch's power (an SNR's inverse), so a quiet patch
+    # weighs as much as a loud one against the scale-free STFT term; off: the plain MSE.
+    relative_mse: bool = False
     # Cosine decay of the learning rate to `min_lr_ratio` of it over `steps`; off: constant.
     cosine: bool = False
     min_lr_ratio: float = 0.1
@@ -190,14 +200,16 @@ PROFILES: dict[str, AudioTrainConfig] = {
 # The spectral model's training where it differs from the U-Net's at the same profile. It is
 # 2-3x cheaper per step, so `full` takes many more steps of bigger batches, and it learns the
 # high band's magnitude from the multi-resolution STFT term, which the waveform MSE alone
-# barely rewards (docs/AUDIO_MODEL.md has the pilot behind the weight).
+# barely rewards. The waveform term is the relative MSE, so that balance does not move with a
+# patch's loudness (docs/AUDIO_MODEL.md has the pilots behind the loss and the weight).
 BWE_TRAINING: dict[str, dict[str, Any]] = {
-    "tiny": {"stft_weight": 1e-4},
-    "quick": {"stft_weight": 1e-4},
+    "tiny": {"relative_mse": True, "stft_weight": 0.03},
+    "quick": {"relative_mse": True, "stft_weight": 0.03},
     "full": {
-        "steps": 12000,
+        "steps": 20000,
         "batch_size": 16,
-        "stft_weight": 1e-4,
+        "relative_mse": True,
+        "stft_weight": 0.03,
         # Speech, music and renders in equal shares: drawn by their hours, music (a tenth of
         # them) left the model painting a speech-like high band onto it.
         "part_exponent": 0.0,

@@ -1,10 +1,23 @@
-"""Losses of the AudioUNet beyond the waveform's mean squared error."""
+"""Losses of the audio models beyond the waveform's mean squared error."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+
+# Added to a patch's mean power in `relative_mse`: -60 dBFS, so the tiny error of a silent
+# patch is not blown up into a large loss.
+POWER_FLOOR = 1e-6
+
+
+def relative_mse(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each patch's squared error over its power (the inverse of its SNR, linear), averaged
+    over the patches of (B, ..., L) signals. Unlike the plain MSE it does not change with
+    loudness, so its balance with the scale-free STFT term is the same for every patch."""
+    dims = tuple(range(1, target.dim()))
+    error = torch.mean((estimate - target) ** 2, dim=dims)
+    return torch.mean(error / (torch.mean(target**2, dim=dims) + POWER_FLOOR))
 
 
 def _norm(

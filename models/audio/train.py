@@ -47,7 +47,7 @@ from models.audio.data import (
     read_pairs_info,
 )
 from models.audio.infer import build_model, load_model_config, predict_patches
-from models.audio.losses import stft_loss
+from models.audio.losses import relative_mse, stft_loss
 from models.audio.metrics import snr_db
 from models.checkpoint import (
     STATE_JSON_FILE,
@@ -221,10 +221,10 @@ def train_audio_unet(
                 estimate = trained(x, generator=generator if device.type == "cpu" else None)
             estimate = estimate.float()
             mse = torch.mean((estimate - y) ** 2)
-            loss = mse
+            loss = relative_mse(estimate, y) if config.relative_mse else mse
             if config.stft_weight:
                 spectral = stft_loss(estimate[:, 0], y[:, 0], over_ranks=over_ranks)
-                loss = mse + config.stft_weight * spectral
+                loss = loss + config.stft_weight * spectral
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
