@@ -7,7 +7,8 @@ phase in two parallel streams that talk to each other:
     STFT -> log amplitude  -> Conv1d(bins -> C) -> [ConvNeXt block] x N -> Conv1d(C -> bins)
          -> phase (cos, sin) -> Conv1d(2 bins -> C) -> [ConvNeXt block] x N -> two Conv1d(C -> bins)
     after every block each stream adds a 1x1 projection of the other's features
-    amplitude = input log amplitude + predicted change;  phase = atan2(sin + dI, cos + dR)
+    log amplitude = w x input's + predicted change (w per bin: 1, or learned from 1 with
+    `learned_amplitude_skip`);  phase = atan2(sin + dI, cos + dR)
     below `keep_below` of the input's band: the input's own spectrum, undoing the spline's droop
     -> inverse STFT at the input's length
 
@@ -17,8 +18,8 @@ outputs start as the input's own spectrum (the last layers are initialised near 
 untrained network returns its input, as the U-Net does. Where every anti-aliasing filter leaves
 the input's band whole (most of speech's and music's energy) nothing is predicted at all: a
 pilot lost 1 dB of SNR to a network re-predicting a band it was given. The published model adds
-GAN discriminators and phase losses; here it trains with the pipeline's waveform loss and the
-multi-resolution STFT term, which a CPU budget allows.
+GAN discriminators and phase losses; here it trains with the pipeline's waveform loss (the
+relative MSE) and the multi-resolution STFT term, which a CPU budget allows.
 """
 
 from __future__ import annotations

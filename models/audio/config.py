@@ -134,7 +134,8 @@ class AudioTrainConfig:
     batch_size: int = 16
     lr: float = 3e-4  # the paper's Adam settings: lr 3e-4, betas (0.9, 0.999)
     # Weight of the multi-resolution STFT term; 0 = MSE only. The STFT term is scale-free (about
-    # 1) while the MSE of music in [-1, 1] is about 1e-4, so useful weights are small (~1e-5).
+    # 1) while the MSE of music in [-1, 1] is about 1e-4, so useful weights are small (~1e-5);
+    # beside the relative MSE (about 0.1) they are near 0.03.
     stft_weight: float = 0.0
     # The waveform term per patch over the patch's power (an SNR's inverse), so a quiet patch
     # weighs as much as a loud one against the scale-free STFT term; off: the plain MSE.
