@@ -1,4 +1,5 @@
-"""Tasks of the audio super-resolution model: train, evaluate, super-resolve, filter mismatch.
+"""Tasks of the audio super-resolution model: train (and calibrate the spectral model's
+high-band level), evaluate, super-resolve, filter mismatch.
 
 Thin wrappers over `models.audio`: each takes paths and a profile, hands back a small record,
 shows training progress as a progress artifact and metrics as table artifacts. A run directory
@@ -20,6 +21,7 @@ from datasets.audio.signals import FILTERS
 from datasets.io import PROJECT_ROOT, sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from models.audio import mismatch
+from models.audio.calibrate import CALIBRATION_LIMITS, calibrate_high_band_gain
 from models.audio.config import EVAL_LIMITS, profile_config
 from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
@@ -73,6 +75,12 @@ def _train(
         summary = launch_training(launch, TRAIN_MODULE, args, progress, logger.info)
         if not launch.writes_outputs:  # rank 0's machine writes and stamps the run
             return {"run_dir": str(run_dir), "reused": False}
+    if overrides.get("arch") == "bwe":
+        # Before the stamp: a run killed while calibrating calibrates again when resumed.
+        per_part, seconds = CALIBRATION_LIMITS[profile]
+        record = calibrate_high_band_gain(run_dir, pairs.parents[1], "valid", per_part, seconds)
+        logger.info("%s: high-band gain %s on validation files", run_dir, record["high_band_gain"])
+        summary["high_band_gain"] = record["high_band_gain"]
     # The stamp is an output: the same run gives the same bytes, so no wall-clock time in it.
     write_stamp(run_dir, key, {k: v for k, v in summary.items() if k != "seconds"})
     return summary | {"reused": False}

@@ -17,11 +17,13 @@ from prefect.cache_policies import NO_CACHE
 
 from datasets.symbolic.jsb import serialization_json
 from datasets.symbolic.tokenizer import VOCAB_FILE
+from models.audio.calibrate import CALIBRATION_FILE
 from models.audio.evaluate import METRICS as AUDIO_METRICS
 from models.audio.mismatch import filter_robustness
 from models.audio.train import TRAIN_JSON
 from models.audio.train import train_seconds as audio_train_seconds
 from models.audio.train import trained_steps as audio_trained_steps
+from models.checkpoint import CONFIG_FILE
 from models.pretrained import ModelCard, export_pretrained, hardware, improves_on_shipped
 from models.symbolic.jsb import PUBLISHED, score_jsb_model
 from models.symbolic.run import METRICS_JSON, train_seconds, trained_steps
@@ -220,6 +222,7 @@ def export_superres_model(
         "steps": audio_trained_steps(run_dir),
         "train_seconds": audio_train_seconds(run_dir),
         "robustness": robustness,
+        "high_band_gain": json.loads((run_dir / CONFIG_FILE).read_text())["high_band_gain"],
     }
     # The export's headline: LSD averaged over the corpus's parts, not over files, of which
     # three in four are speech; a model that gains on music and renders should count.
@@ -264,9 +267,12 @@ def export_superres_model(
             f"Robustness: {ROBUSTNESS_FILES} test files (first {ROBUSTNESS_SECONDS:.0f} s each) "
             "made with each training filter and with a Butterworth and an elliptic filter no "
             "training set uses; the per-filter table is under `robustness` in metrics.json.",
+            f"High-band gain {metrics['high_band_gain']}: the level of the band above 2 kHz, "
+            "chosen on validation files as the largest at which the SNR is at least the "
+            f"spline's on every part (`models.audio.calibrate`; its table: {CALIBRATION_FILE}).",
         ],
     )
     # train.json names the filter its pairs were made with: what `--stages evaluate` and the
     # examples degrade the reference with when they are given this directory.
-    texts = {TRAIN_JSON: (run_dir / TRAIN_JSON).read_text()}
+    texts = {name: (run_dir / name).read_text() for name in (TRAIN_JSON, CALIBRATION_FILE)}
     return _export(run_dir, Path(out_dir), card, metrics, texts, force)

@@ -3,6 +3,7 @@ high band of a tiny set, and loads by its config beside the U-Net."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -123,3 +124,23 @@ def test_the_band_every_filter_passes_is_the_inputs_own():
     assert np.abs(spectrum_out[high] - spectrum_in[high]).mean() > 1.0  # the rest is changed
     with pytest.raises(ValueError, match="keep_below"):
         BWEConfig(keep_below=1.5)
+
+
+def test_the_high_band_gain_scales_only_the_band_above_the_inputs_nyquist():
+    config = BWEConfig(n_fft=256, hop=32, win=128, patch=2048)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0)).eval()
+    x = torch.randn(1, 1, 2048, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = model(x)
+        model.config = dataclasses.replace(config, high_band_gain=0.0)
+        silenced = model(x)
+    spectra = [torch.fft.rfft(y[0, 0, 256:-256]).abs() ** 2 for y in (full, silenced)]
+    nyquist = spectra[0].numel() // config.ratio
+    # Below the input's Nyquist frequency the output is as before; above it, gone (but for
+    # the leak of the cut through the overlap-added frames' window, within 250 Hz of it).
+    below = [s[: nyquist - 24].sum().item() for s in spectra]
+    above = [s[nyquist + 24 :].sum().item() for s in spectra]
+    assert below[1] == pytest.approx(below[0], rel=1e-2)
+    assert above[1] < 1e-2 * above[0]
+    with pytest.raises(ValueError, match="high_band_gain"):
+        BWEConfig(high_band_gain=1.5)

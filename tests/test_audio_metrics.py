@@ -8,6 +8,7 @@ import pytest
 from scipy import signal as sps
 
 from models.audio.metrics import (
+    band_cross_powers,
     band_energy_shares,
     evaluate_pair,
     high_band_start,
@@ -93,3 +94,25 @@ def test_band_energy_shares_split_the_error_that_the_snr_counts():
         10 ** (-snr_db(reference, reference + error) / 10), rel=0.02
     )
     assert shares[1] > 0.99 * sum(shares)
+
+
+def test_band_cross_powers_tell_a_coherent_band_from_one_of_the_right_level_only() -> None:
+    rate, rng = 16000, np.random.default_rng(3)
+    reference = music_like(2.0)
+    spectrum = np.fft.rfft(reference)
+    high = np.fft.rfftfreq(reference.size, 1 / rate) >= 2000
+    # The same magnitudes above 2 kHz with phases drawn at random: right level, wrong phase.
+    scrambled = spectrum.copy()
+    scrambled[high] = np.abs(spectrum[high]) * np.exp(2j * np.pi * rng.random(high.sum()))
+    estimate = np.fft.irfft(scrambled, reference.size)
+    edges = [0.0, 2000.0, 8000.0]
+
+    def correlation(sums: np.ndarray) -> np.ndarray:
+        return sums[:, 0] / np.sqrt(sums[:, 1] * sums[:, 2])
+
+    assert correlation(band_cross_powers(reference, reference, rate, edges)) == pytest.approx(1.0)
+    low, high_band = correlation(band_cross_powers(reference, estimate, rate, edges))
+    assert low > 0.99
+    assert abs(high_band) < 0.1
+    levels = band_cross_powers(reference, estimate, rate, edges)
+    assert levels[1, 2] == pytest.approx(levels[1, 1], rel=0.1)  # yet the level is right

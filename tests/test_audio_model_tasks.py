@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 import torch
 from prefect import flow
 
 import flows.audio
+from models.audio.calibrate import CALIBRATION_FILE, GAINS, choose_gain
 from tasks.audio_model import (
     evaluate_audio_model,
     filter_mismatch,
@@ -121,5 +123,19 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     result = bwe_flow(str(audio_data_dir))
     run_dir = Path(result["run_dir"])
     assert run_dir.name == "bwe-tiny-x4-soxr-seed0"
-    assert "n_fft" in json.loads((run_dir / "config.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "n_fft" in config
     assert result["evaluated"]["model_snr_db"] > 0
+    # Calibrated on the validation files before the stamp: the chosen level is in config.json.
+    record = json.loads((run_dir / CALIBRATION_FILE).read_text())
+    assert config["high_band_gain"] == record["high_band_gain"] == result["high_band_gain"]
+    assert record["high_band_gain"] == choose_gain(record["rows"])
+    assert {row["gain"] for row in record["rows"]} == set(GAINS)
+    trained_level = [row for row in record["rows"] if row["gain"] == 1.0]
+    assert all("2000-3000 Hz" in row["correlation"] for row in trained_level)
+    for row in record["rows"]:
+        assert row["lsd"] > 0
+        assert row["lsd_over_sinc"] > 0
+        assert row["snr_over_spline_db"] == pytest.approx(
+            row["snr_db"] - row["spline_snr_db"], abs=2e-3
+        )

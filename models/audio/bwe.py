@@ -10,6 +10,7 @@ phase in two parallel streams that talk to each other:
     log amplitude = w x input's + predicted change (w per bin: 1, or learned from 1 with
     `learned_amplitude_skip`);  phase = atan2(sin + dI, cos + dR)
     below `keep_below` of the input's band: the input's own spectrum, undoing the spline's droop
+    above the input's Nyquist frequency: times `high_band_gain` (1 in training; calibrated)
     -> inverse STFT at the input's length
 
 Frames are the time axis and frequency bins the channels, so every convolution runs at the
@@ -119,6 +120,9 @@ class BandwidthExtender(nn.Module):
         out_phase = torch.atan2(sin + self.imag_out(p), cos + self.real_out(p))
         out = torch.polar(amp, out_phase)
         kept = spectrum[:, : c.kept_bins] * torch.exp(self.low_gain)[None, :, None]
+        if c.high_band_gain != 1.0:
+            above = c.high_band_gain * out[:, c.nyquist_bin :]
+            out = torch.cat([out[:, : c.nyquist_bin], above], dim=1)
         out = torch.cat([kept, out[:, c.kept_bins :]], dim=1)
         y = torch.istft(out, c.n_fft, c.hop, c.win, self.window, center=True, length=length)
         return y[:, None, :]

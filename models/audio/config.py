@@ -69,6 +69,11 @@ class BWEConfig:
     # the output carries the spline input's images of the low band (mirrored harmonics, and its
     # nulls at multiples of the low rate) unless the network cancels them bin by bin.
     learned_amplitude_skip: bool = False
+    # Amplitude factor on the band above the input's Nyquist frequency, where the network
+    # paints what the input lacks. Trained at 1; `models.audio.calibrate` then lowers it on
+    # validation files until the SNR is at least the spline's, because a painted band whose
+    # phase the input does not determine adds its energy to the waveform's error.
+    high_band_gain: float = 1.0
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192
@@ -76,6 +81,10 @@ class BWEConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.keep_below <= 1.0:
             raise ValueError(f"keep_below is a share of the input's band: {self.keep_below}")
+        if not 0.0 <= self.high_band_gain <= 1.0:
+            raise ValueError(
+                f"high_band_gain is an amplitude factor in [0, 1]: {self.high_band_gain}"
+            )
         if self.win > self.n_fft or self.hop > self.win:
             raise ValueError(f"need hop <= win <= n_fft: {self.hop}, {self.win}, {self.n_fft}")
         if self.patch % self.multiple:
@@ -85,6 +94,11 @@ class BWEConfig:
     def multiple(self) -> int:
         """Input lengths are multiples of the hop: whole frames, so chunks join exactly."""
         return self.hop
+
+    @property
+    def nyquist_bin(self) -> int:
+        """The first STFT bin above the input's Nyquist frequency (`high_band_gain`'s band)."""
+        return (self.n_fft // 2) // self.ratio
 
     @property
     def kept_bins(self) -> int:

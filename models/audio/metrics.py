@@ -28,8 +28,8 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return 10.0 * float(np.log10(max(signal, 1e-20) / noise))
 
 
-def power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
-    """|STFT|^2, shape (frames, n_fft // 2 + 1); centred frames, reflect padding."""
+def spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """The complex STFT, shape (frames, n_fft // 2 + 1); centred frames, reflect padding."""
     signal = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
     if signal.numel() <= n_fft // 2:
         # Reflect padding needs more samples than half a frame; zero-pad very short signals.
@@ -43,7 +43,12 @@ def power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.n
         pad_mode="reflect",
         return_complex=True,
     )
-    return spec.abs().square().T.numpy()
+    return spec.T.numpy()
+
+
+def power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
+    """|STFT|^2 (`spectrogram`), shape (frames, n_fft // 2 + 1)."""
+    return torch.from_numpy(spectrogram(x, n_fft, hop)).abs().square().numpy()
 
 
 def log_power_spectrogram(x: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
@@ -67,6 +72,24 @@ def band_energy_shares(
         float(power[(frequencies >= low) & (frequencies < high)].sum()) / total
         for low, high in itertools.pairwise(edges)
     ]
+
+
+def band_cross_powers(
+    reference: np.ndarray, estimate: np.ndarray, rate: int, edges: list[float]
+) -> np.ndarray:
+    """Per band [edges[i], edges[i + 1]) Hz: the sums over frames and bins of Re(R conj(E)),
+    |R|^2 and |E|^2 of the two STFTs, shape (bands, 3). Summed over files, the first over the
+    square root of the product of the others is the band's correlation between estimate and
+    reference: 1 for the right amplitude and phase, near 0 for a band of the right level and
+    an unrelated phase (which adds its own energy to the error)."""
+    frequencies = np.fft.rfftfreq(N_FFT, 1 / rate)
+    ref, est = spectrogram(reference), spectrogram(estimate)
+    rows = []
+    for low, high in itertools.pairwise(edges):
+        band = (frequencies >= low) & (frequencies < high)
+        r, e = ref[:, band], est[:, band]
+        rows.append([np.sum((r * e.conj()).real), np.sum(np.abs(r) ** 2), np.sum(np.abs(e) ** 2)])
+    return np.array(rows, dtype=np.float64)
 
 
 def high_band_start(ratio: int, n_fft: int = N_FFT) -> int:
