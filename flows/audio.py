@@ -124,6 +124,14 @@ class AudioParams(CorpusParams):
         description="Model run (a directory, or a run name under data_dir/models/audio) for "
         "--input; none: the latest trained run",
     )
+    high_band_gain: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="For --input with the spectral model: the level of the band above the "
+        "input's Nyquist frequency, replacing the calibrated one (1: the trained level, "
+        "brighter, lowest LSD; the calibrated level keeps the SNR at the spline's)",
+    )
 
     @model_validator(mode="after")
     def _check_patch(self) -> AudioParams:
@@ -256,7 +264,7 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
     if "superres" in stages:
         if params.input:
             result["superres"] = superresolve_file_task(
-                params.input, params.output, data_dir, params.model
+                params.input, params.output, data_dir, params.model, params.high_band_gain
             )
         else:
             result["examples"] = superresolve_examples(data_dir, run_dir)
@@ -274,7 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     description = (audio_flow.description or "").strip()
     params = parse_params(AudioParams, description, argv)
     if params.input:
-        result = superresolve(params.input, params.output, str(params.data_dir), params.model)
+        result = superresolve(
+            params.input, params.output, str(params.data_dir), params.model, params.high_band_gain
+        )
         print(json.dumps(result))
         return
     run_cli(audio_flow, AudioParams, argv)

@@ -220,22 +220,31 @@ def resolve_model(data_dir: str, model: str | None) -> Path:
 
 
 def superresolve(
-    input: str, output: str | None = None, data_dir: str = "data", model: str | None = None
+    input: str,
+    output: str | None = None,
+    data_dir: str = "data",
+    model: str | None = None,
+    high_band_gain: float | None = None,
 ) -> dict[str, Any]:
     """Super-resolve one audio file (any length, any rate): the WAV at `output` (default
-    `reports/<input stem>-sr.wav`) and a spectrogram PNG beside it. For the command line."""
+    `reports/<input stem>-sr.wav`) and a spectrogram PNG beside it. For the command line.
+    `high_band_gain` replaces the spectral model's calibrated high-band level."""
     run_dir = resolve_model(data_dir, model)
     target = Path(output) if output else Path(data_dir) / "reports" / f"{Path(input).stem}-sr.wav"
     png = Path(data_dir) / "reports" / f"{target.stem}.png"
-    return superresolve_file(run_dir, input, target, png)
+    return superresolve_file(run_dir, input, target, png, high_band_gain)
 
 
 @task(name="audio-superres-file", cache_policy=NO_CACHE)
 def superresolve_file_task(
-    input: str, output: str | None = None, data_dir: str = "data", model: str | None = None
+    input: str,
+    output: str | None = None,
+    data_dir: str = "data",
+    model: str | None = None,
+    high_band_gain: float | None = None,
 ) -> dict[str, Any]:
     """The task form of `superresolve`, for flows."""
-    result = superresolve(input, output, data_dir, model)
+    result = superresolve(input, output, data_dir, model, high_band_gain)
     get_run_logger().info("super-resolved %s -> %s", input, result["output"])
     return result
 

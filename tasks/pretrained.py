@@ -269,7 +269,9 @@ def export_superres_model(
             "training set uses; the per-filter table is under `robustness` in metrics.json.",
             f"High-band gain {metrics['high_band_gain']}: the level of the band above 2 kHz, "
             "chosen on validation files as the largest at which the SNR is at least the "
-            f"spline's on every part (`models.audio.calibrate`; its table: {CALIBRATION_FILE}).",
+            f"spline's on every part (`models.audio.calibrate`; its table: {CALIBRATION_FILE}). "
+            "`--high-band-gain 1` paints it at the trained level for one file: brighter, a lower "
+            "LSD, a lower SNR.",
         ],
     )
     # train.json names the filter its pairs were made with: what `--stages evaluate` and the

@@ -13,6 +13,7 @@ from audio_corpus import HR_RATE
 from datasets.audio.files import write_wav
 from datasets.audio.signals import RATIOS, decimate
 from datasets.io import write_json_atomic
+from models.audio.bwe import BandwidthExtender
 from models.audio.config import preset
 from models.audio.infer import (
     crossfade_window,
@@ -115,7 +116,7 @@ def test_run_chunked_refuses_an_overlap_of_half_the_chunk() -> None:
         run_chunked(busy_model(), np.zeros(5000, np.float32), chunk=1024, overlap=512)
 
 
-def write_run(run_dir: Path, model: AudioUNet) -> Path:
+def write_run(run_dir: Path, model: AudioUNet | BandwidthExtender) -> Path:
     save_model(run_dir, model, model.config)
     write_json_atomic(run_dir / "train.json", {"config": {}, "pairs": {}})
     return run_dir
@@ -166,3 +167,29 @@ def test_unreadable_input_names_the_file(tmp_path: Path) -> None:
     run_dir = write_run(tmp_path / "run", busy_model())
     with pytest.raises(RejectedInput, match=r"bad\.wav"):
         superresolve_file(run_dir, bad, tmp_path / "out.wav")
+
+
+def test_a_high_band_gain_replaces_the_spectral_models_level_for_one_file(
+    tmp_path: Path, audio_renders: dict[str, list[Path]]
+) -> None:
+    config = preset("bwe-tiny", patch=2048, hr_rate=HR_RATE, high_band_gain=0.5)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.amp_out.bias.fill_(2.0)  # a loud painted band, so its level shows
+    run_dir = write_run(tmp_path / "run", model)
+    source = audio_renders["test"][0]
+
+    def high_band_energy(gain: float | None) -> float:
+        result = superresolve_file(run_dir, source, tmp_path / f"{gain}.wav", None, gain)
+        assert result["high_band_gain"] == (0.5 if gain is None else gain)
+        out, _ = sf.read(result["output"], dtype="float64")
+        spectrum = np.abs(np.fft.rfft(out)) ** 2
+        return float(spectrum[len(spectrum) * 5 // 8 :].sum())  # above 5 kHz at 16 kHz
+
+    calibrated, trained = high_band_energy(None), high_band_energy(1.0)
+    assert trained == pytest.approx(4 * calibrated, rel=0.05)
+    assert high_band_energy(0.0) < 1e-3 * trained
+    with pytest.raises(ValueError, match=r"run.*spectral model.*only"):
+        superresolve_file(
+            write_run(tmp_path / "run", busy_model()), source, tmp_path / "u.wav", None, 1.0
+        )

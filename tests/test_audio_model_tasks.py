@@ -118,7 +118,7 @@ def bwe_flow(data_dir: str) -> dict:
 
 
 def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
-    prefect_harness, audio_data_dir: Path
+    prefect_harness, audio_data_dir: Path, audio_renders: dict, capsys
 ) -> None:
     result = bwe_flow(str(audio_data_dir))
     run_dir = Path(result["run_dir"])
@@ -139,3 +139,11 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
         assert row["snr_over_spline_db"] == pytest.approx(
             row["snr_db"] - row["spline_snr_db"], abs=2e-3
         )
+
+    # The command line can put the painted band back at its trained level for one file.
+    example, out = str(audio_renders["valid"][0]), audio_data_dir / "bright.wav"
+    argv = ["--input", example, "--output", str(out), "--data-dir", str(audio_data_dir)]
+    flows.audio.main([*argv, "--model", str(run_dir), "--high-band-gain", "1"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["high_band_gain"] == 1.0
+    assert out.exists()

@@ -13,6 +13,7 @@ import torch
 from flows.cli import run_cli
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.audio.bwe import BandwidthExtender
+from models.audio.calibrate import CALIBRATION_FILE, choose_gain
 from models.audio.infer import load_model, superresolve_file
 from models.checkpoint import CONFIG_FILE, MODEL_FILE
 from models.pretrained import CARD_FILE, MAX_MODEL_BYTES, METRICS_FILE
@@ -127,7 +128,14 @@ def superres_metrics() -> dict:
 
 def test_the_shipped_superres_model_is_complete_small_and_loads(superres_metrics):
     names = {path.name for path in SUPERRES.iterdir()}
-    assert {MODEL_FILE, CONFIG_FILE, METRICS_FILE, CARD_FILE, "train.json"} <= names
+    assert {
+        MODEL_FILE,
+        CONFIG_FILE,
+        METRICS_FILE,
+        CARD_FILE,
+        "train.json",
+        CALIBRATION_FILE,
+    } <= names
     assert (SUPERRES / MODEL_FILE).stat().st_size <= MAX_MODEL_BYTES
     card = (SUPERRES / CARD_FILE).read_text()
     for heading in ("## Data", "## How it was made", "## Metrics", "- steps:", "- wall time:"):
@@ -135,6 +143,11 @@ def test_the_shipped_superres_model_is_complete_small_and_loads(superres_metrics
     assert "python -m flows.pretrained --names superres-x4-16k" in card
     assert isinstance(load_model(SUPERRES, "cpu"), BandwidthExtender)
     assert set(superres_metrics["by_source"]) == {"bach", "recordings-music", "recordings-speech"}
+    # The level the model runs at is the one its calibration chose, and the card says so.
+    calibration = json.loads((SUPERRES / CALIBRATION_FILE).read_text())
+    gain = load_model(SUPERRES, "cpu").config.high_band_gain
+    assert gain == calibration["high_band_gain"] == superres_metrics["high_band_gain"]
+    assert gain == choose_gain(calibration["rows"])
 
 
 def test_the_shipped_superres_model_halves_the_sincs_lsd_on_held_out_speech_and_renders(
@@ -153,12 +166,33 @@ def test_the_shipped_superres_model_halves_the_sincs_lsd_on_held_out_speech_and_
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 15, open: music's LSD is 0.501x the sinc's on the held-out test files (the "
-    "aim 0.5x); the piano samples, with next to nothing above 2 kHz, sit at the sinc's own",
+    reason="issue 15, open: music's LSD is 0.54x the sinc's on the held-out test files (the "
+    "aim 0.5x; 0.501x at the trained level, before the calibration lowered it for the SNR)",
 )
 def test_the_shipped_superres_model_halves_the_sincs_lsd_on_held_out_music(superres_metrics):
     part = superres_metrics["by_source"]["recordings-music"]
     assert part["lsd"] <= 0.5 * part["sinc_lsd"]
+
+
+def test_the_shipped_superres_model_is_at_least_the_splines_snr_on_held_out_speech_and_renders(
+    superres_metrics,
+):
+    for name in ("recordings-speech", "bach"):
+        part = superres_metrics["by_source"][name]
+        assert part["snr_db"] >= part["spline_snr_db"], name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 15, open: on the held-out music the SNR is 0.13 dB under the spline's (the "
+    "tabla samples 0.49 dB under, the piano 0.22 over); the band above 2 kHz correlates 0.00 "
+    "with the truth there, and the calibrated level is what the validation files allowed",
+)
+def test_the_shipped_superres_model_is_at_least_the_splines_snr_on_held_out_music(
+    superres_metrics,
+):
+    part = superres_metrics["by_source"]["recordings-music"]
+    assert part["snr_db"] >= part["spline_snr_db"]
 
 
 def test_the_shipped_superres_model_loses_at_most_1_db_on_filters_it_never_saw(

@@ -36,7 +36,7 @@ from models.audio.infer import fit_length, load_model, superresolve
 from models.audio.metrics import band_cross_powers, evaluate_pair, lsd, snr_db
 from models.checkpoint import CONFIG_FILE
 
-GAINS = (1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15)
+GAINS = (1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15)
 # Bands (Hz, at 16 kHz) of the correlation between the trained model's output and the truth.
 CORRELATION_EDGES = [0.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0]
 CALIBRATION_FILE = "calibration.json"

@@ -10,6 +10,7 @@ mixes two nearly identical signals and no seam is audible. Output length = input
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -195,6 +196,7 @@ def superresolve_file(
     input_path: str | Path,
     output_path: str | Path,
     png_path: str | Path | None = None,
+    high_band_gain: float | None = None,
 ) -> dict[str, Any]:
     """Super-resolve an audio file of any length and rate with the model in `run_dir`.
 
@@ -202,8 +204,12 @@ def superresolve_file(
     When the file's own rate is at least hr_rate, it is also read at hr_rate as the reference:
     the PNG then shows it and the result carries SNR/LSD against it (model, spline and sinc).
     Writes the WAV at hr_rate and the spectrogram PNG (default: beside the WAV).
+    `high_band_gain` replaces the spectral model's calibrated level of the band above the
+    input's Nyquist frequency (1: the trained level, brighter and the lowest LSD).
     """
     model = load_model(run_dir)
+    if high_band_gain is not None:
+        model.config = with_high_band_gain(model.config, high_band_gain, run_dir)
     config = model.config
     lr = load_audio(input_path, low_rate(config))
     estimate = superresolve(model, lr)
@@ -224,6 +230,8 @@ def superresolve_file(
         "ratio": config.ratio,
         "seconds": round(len(estimate) / config.hr_rate, 3),
     }
+    if isinstance(config, BWEConfig):
+        result["high_band_gain"] = config.high_band_gain
     if reference is not None:
         n = len(estimate)
         result["metrics"] = {
@@ -232,6 +240,16 @@ def superresolve_file(
             "sinc": evaluate_pair(reference, sinc_upsample(lr, config.ratio, n), config.ratio),
         }
     return result
+
+
+def with_high_band_gain(config: AudioModelConfig, gain: float, run_dir: str | Path) -> BWEConfig:
+    """`config` with another high-band level; only the spectral model has one."""
+    if not isinstance(config, BWEConfig):
+        raise ValueError(
+            f"{run_dir}: a high-band gain applies to the spectral model (--arch bwe) only; "
+            "this is a U-Net"
+        )
+    return dataclasses.replace(config, high_band_gain=gain)
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
