@@ -1,5 +1,5 @@
 """Tasks of the audio super-resolution model: train (and calibrate the spectral model's
-high-band level), evaluate, super-resolve, filter mismatch.
+inference bands), evaluate, super-resolve, filter mismatch.
 
 Thin wrappers over `models.audio`: each takes paths and a profile, hands back a small record,
 shows training progress as a progress artifact and metrics as table artifacts. A run directory
@@ -21,7 +21,7 @@ from datasets.audio.signals import FILTERS
 from datasets.io import PROJECT_ROOT, sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from models.audio import mismatch
-from models.audio.calibrate import CALIBRATION_LIMITS, calibrate_high_band_gain
+from models.audio.calibrate import CALIBRATION_LIMITS, calibrate
 from models.audio.config import EVAL_LIMITS, profile_config
 from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
@@ -78,9 +78,10 @@ def _train(
     if overrides.get("arch") == "bwe":
         # Before the stamp: a run killed while calibrating calibrates again when resumed.
         per_part, seconds = CALIBRATION_LIMITS[profile]
-        record = calibrate_high_band_gain(run_dir, pairs.parents[1], "valid", per_part, seconds)
-        logger.info("%s: high-band gain %s on validation files", run_dir, record["high_band_gain"])
-        summary["high_band_gain"] = record["high_band_gain"]
+        record = calibrate(run_dir, pairs.parents[1], "valid", per_part, seconds)
+        chosen = {key: record[key] for key in ("pass_below", "high_band_gain")}
+        logger.info("%s: %s on validation files", run_dir, chosen)
+        summary |= chosen
     # The stamp is an output: the same run gives the same bytes, so no wall-clock time in it.
     write_stamp(run_dir, key, {k: v for k, v in summary.items() if k != "seconds"})
     return summary | {"reused": False}

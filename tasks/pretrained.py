@@ -222,8 +222,9 @@ def export_superres_model(
         "steps": audio_trained_steps(run_dir),
         "train_seconds": audio_train_seconds(run_dir),
         "robustness": robustness,
-        "high_band_gain": json.loads((run_dir / CONFIG_FILE).read_text())["high_band_gain"],
     }
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    metrics |= {key: config[key] for key in ("pass_below", "high_band_gain")}
     # The export's headline: LSD averaged over the corpus's parts, not over files, of which
     # three in four are speech; a model that gains on music and renders should count.
     metrics["lsd_parts_mean"] = round(
@@ -267,9 +268,12 @@ def export_superres_model(
             f"Robustness: {ROBUSTNESS_FILES} test files (first {ROBUSTNESS_SECONDS:.0f} s each) "
             "made with each training filter and with a Butterworth and an elliptic filter no "
             "training set uses; the per-filter table is under `robustness` in metrics.json.",
-            f"High-band gain {metrics['high_band_gain']}: the level of the band above 2 kHz, "
-            "chosen on validation files as the largest at which the SNR is at least the "
-            f"spline's on every part (`models.audio.calibrate`; its table: {CALIBRATION_FILE}). "
+            f"Calibrated on validation files (`models.audio.calibrate`; the tables: "
+            f"{CALIBRATION_FILE}): the output keeps the input's own band up to "
+            f"{metrics['pass_below']} of its Nyquist frequency, the share with the best SNR "
+            "over the training filters, and the band above 2 kHz at the level "
+            f"{metrics['high_band_gain']}, the largest at which the SNR is at least the "
+            "spline's on every part. "
             "`--high-band-gain 1` paints it at the trained level for one file: brighter, a lower "
             "LSD, a lower SNR.",
         ],

@@ -144,3 +144,28 @@ def test_the_high_band_gain_scales_only_the_band_above_the_inputs_nyquist():
     assert above[1] < 1e-2 * above[0]
     with pytest.raises(ValueError, match="high_band_gain"):
         BWEConfig(high_band_gain=1.5)
+
+
+def test_pass_below_takes_the_inputs_band_up_to_its_share_in_place_of_the_prediction():
+    """At inference the band between keep_below and pass_below is the input's, with the
+    spline's droop undone: the same output as a network built to keep that band itself."""
+    config = BWEConfig(n_fft=256, hop=32, win=128, patch=2048, keep_below=0.75)
+    passing = BandwidthExtender(config, torch.Generator().manual_seed(0)).eval()
+    keeping = BandwidthExtender(
+        dataclasses.replace(config, keep_below=1.0), torch.Generator().manual_seed(0)
+    ).eval()
+    with torch.no_grad():
+        for module in (passing, keeping):
+            module.amp_out.bias.fill_(1.0)  # a prediction far from the input, so it shows
+    x = torch.randn(1, 1, 2048, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        predicted = passing(x)
+        passing.config = dataclasses.replace(config, pass_below=1.0)
+        passed = passing(x)
+        kept = keeping(x)
+    assert torch.allclose(passed, kept, atol=1e-5)
+    assert not torch.allclose(predicted, kept, atol=1e-3)
+    assert config.pass_bins == config.kept_bins == 24
+    assert passing.config.pass_bins == passing.config.nyquist_bin == 32
+    with pytest.raises(ValueError, match="pass_below"):
+        BWEConfig(keep_below=0.75, pass_below=0.7)

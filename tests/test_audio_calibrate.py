@@ -1,8 +1,8 @@
-"""The spectral model's high-band level, chosen on validation files (`models.audio.calibrate`)."""
+"""The spectral model's inference bands, chosen on validation files (`models.audio.calibrate`)."""
 
 from __future__ import annotations
 
-from models.audio.calibrate import choose_gain, spread_files
+from models.audio.calibrate import choose_gain, choose_pass_below, spread_files
 
 
 def rows(margins: dict[float, dict[str, float]]) -> list[dict]:
@@ -37,3 +37,19 @@ def test_files_are_spread_over_each_part() -> None:
     speech = [row["file_id"] for row in chosen if row["path"].startswith("speech")]
     assert speech == [0, 25, 50, 74, 99]  # evenly spaced, not the first five
     assert len([row for row in chosen if row["path"].startswith("music")]) == 3
+
+
+def test_it_passes_the_inputs_band_up_to_the_share_best_over_parts_and_filters() -> None:
+    margins = {  # (part, filter) -> SNR over the spline, per share
+        0.75: {("speech", "soxr"): 0.2, ("music", "soxr"): -0.4, ("speech", "cheby"): 1.2},
+        0.85: {("speech", "soxr"): 0.3, ("music", "soxr"): 0.5, ("speech", "cheby"): 1.1},
+        1.0: {("speech", "soxr"): 0.4, ("music", "soxr"): 0.7, ("speech", "cheby"): 0.1},
+    }
+    table = [
+        {"part": part, "filter": filter, "pass_below": share, "snr_over_spline_db": margin}
+        for share, cells in margins.items()
+        for (part, filter), margin in cells.items()
+    ]
+    assert choose_pass_below(table) == 0.85  # best on average, though not on soxr alone
+    tied = [{**row, "snr_over_spline_db": 0.0} for row in table]
+    assert choose_pass_below(tied) == 0.75  # of equals, the least taken from the input

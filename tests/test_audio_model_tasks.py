@@ -12,7 +12,13 @@ import torch
 from prefect import flow
 
 import flows.audio
-from models.audio.calibrate import CALIBRATION_FILE, GAINS, choose_gain
+from models.audio.calibrate import (
+    CALIBRATION_FILE,
+    GAINS,
+    PASS_SHARES,
+    choose_gain,
+    choose_pass_below,
+)
 from tasks.audio_model import (
     evaluate_audio_model,
     filter_mismatch,
@@ -130,6 +136,10 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     record = json.loads((run_dir / CALIBRATION_FILE).read_text())
     assert config["high_band_gain"] == record["high_band_gain"] == result["high_band_gain"]
     assert record["high_band_gain"] == choose_gain(record["rows"])
+    assert config["pass_below"] == record["pass_below"] == result["pass_below"]
+    assert record["pass_below"] == choose_pass_below(record["pass_rows"])
+    assert record["filters"] == ["soxr"]  # the run's own filter, not the random family
+    assert {row["pass_below"] for row in record["pass_rows"]} == set(PASS_SHARES)
     assert {row["gain"] for row in record["rows"]} == set(GAINS)
     trained_level = [row for row in record["rows"] if row["gain"] == 1.0]
     assert all("2000-3000 Hz" in row["correlation"] for row in trained_level)

@@ -9,7 +9,8 @@ phase in two parallel streams that talk to each other:
     after every block each stream adds a 1x1 projection of the other's features
     log amplitude = w x input's + predicted change (w per bin: 1, or learned from 1 with
     `learned_amplitude_skip`);  phase = atan2(sin + dI, cos + dR)
-    below `keep_below` of the input's band: the input's own spectrum, undoing the spline's droop
+    below `keep_below` of the input's band (at inference up to `pass_below`, calibrated): the
+    input's own spectrum, undoing the spline's droop
     above the input's Nyquist frequency: times `high_band_gain` (1 in training; calibrated)
     -> inverse STFT at the input's length
 
@@ -34,11 +35,11 @@ from models.audio.config import BWEConfig
 LOG_FLOOR = 1e-5  # amplitude floor before the log (about -100 dB)
 
 
-def spline_response(config: BWEConfig) -> torch.Tensor:
-    """The frequency response of cubic-spline interpolation (the model's input) at the kept
-    bins: sinc(x)^4 * 3 / (2 + cos 2 pi x), x the frequency over the low sample rate (the
-    cardinal cubic spline's; `datasets.audio.signals.spline_upsample` away from the ends)."""
-    x = torch.arange(config.kept_bins, dtype=torch.float64) * config.ratio / config.n_fft
+def spline_response(config: BWEConfig, start: int, stop: int) -> torch.Tensor:
+    """The frequency response of cubic-spline interpolation (the model's input) at the bins
+    [start, stop): sinc(x)^4 * 3 / (2 + cos 2 pi x), x the frequency over the low sample rate
+    (the cardinal cubic spline's; `datasets.audio.signals.spline_upsample` away from the ends)."""
+    x = torch.arange(start, stop, dtype=torch.float64) * config.ratio / config.n_fft
     response = torch.sinc(x) ** 4 * 3 / (2 + torch.cos(2 * torch.pi * x))
     return response.float()
 
@@ -82,7 +83,7 @@ class BandwidthExtender(nn.Module):
         # the kept band is what an ideal (sinc) interpolation gives. A fixed buffer: learned, it
         # shrank to 0.78 on bins near 1.5 kHz (the inputs made without an anti-aliasing filter
         # carry aliases there), which cost 0.2-0.6 dB of SNR on clean inputs.
-        self.register_buffer("low_gain", -torch.log(spline_response(config)))
+        self.register_buffer("low_gain", -torch.log(spline_response(config, 0, config.kept_bins)))
         self.register_buffer("window", torch.hann_window(config.win), persistent=False)
         self._init_weights(generator)
 
@@ -120,10 +121,12 @@ class BandwidthExtender(nn.Module):
         out_phase = torch.atan2(sin + self.imag_out(p), cos + self.real_out(p))
         out = torch.polar(amp, out_phase)
         kept = spectrum[:, : c.kept_bins] * torch.exp(self.low_gain)[None, :, None]
-        if c.high_band_gain != 1.0:
-            above = c.high_band_gain * out[:, c.nyquist_bin :]
-            out = torch.cat([out[:, : c.nyquist_bin], above], dim=1)
-        out = torch.cat([kept, out[:, c.kept_bins :]], dim=1)
+        # `pass_below` and `high_band_gain` are read here, per call: calibration changes them.
+        droop = spline_response(c, c.kept_bins, c.pass_bins).to(spectrum.device)
+        passed = spectrum[:, c.kept_bins : c.pass_bins] / droop[None, :, None]
+        predicted = out[:, c.pass_bins : c.nyquist_bin]
+        above = c.high_band_gain * out[:, c.nyquist_bin :]
+        out = torch.cat([kept, passed, predicted, above], dim=1)
         y = torch.istft(out, c.n_fft, c.hop, c.win, self.window, center=True, length=length)
         return y[:, None, :]
 

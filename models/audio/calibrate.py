@@ -1,18 +1,27 @@
-"""Choose the spectral model's high-band level on validation files (`BWEConfig.high_band_gain`).
+"""Choose two inference settings of the spectral model on validation files: `BWEConfig.pass_below`
+(how far up the output keeps the input's own band) and `high_band_gain` (the level of the band
+above the input's Nyquist frequency).
 
-Trained with the waveform loss and the STFT term, the network paints the band above the input's
-Nyquist frequency at a level the STFT term asks for. Where the input does not determine that
-band's phase (measured on held-out speech and recordings: correlation with the truth near 0
-above 2 kHz, against 0.4 on the renders) the painted band adds its own energy to the waveform's
-error, and the SNR falls below the spline's, whose band is empty. The log-spectral distance
-moves slowly with the level (2 log10 of the factor per bin) while the error energy moves with
-its square, so a lower level keeps most of the LSD gain and gives back the SNR.
+The input's band near the anti-aliasing filter's edge: the network is trained with a random
+filter per file and predicts the band from `keep_below` (0.75 of the input's Nyquist frequency)
+up, guessing what the filter it cannot see took away. Where the filter passed that band whole
+(soxr, the FIR, most of the band for the Chebyshev) the guess loses to the input itself.
+`choose_pass_below` keeps the share in `PASS_SHARES` whose SNR over the spline, averaged over
+the parts and the training filters (`FILTERS`, or the run's one filter), is highest.
 
-`calibrate_high_band_gain` tries the levels in `GAINS` on the first seconds of a spread of
-validation files per part of the corpus and keeps the largest at which the model's mean SNR is
-at least the spline's on every part; when none is, the one whose worst part is best. The
-table of every level, with LSD beside SNR and the trained level's correlation with the truth
-per band, goes to `calibration.json` in the model directory.
+The band above: trained with the waveform loss and the STFT term, the network paints it at a
+level the STFT term asks for. Where the input does not determine that band's phase (measured on
+held-out speech and recordings: correlation with the truth near 0 above 2 kHz, against 0.4 on
+the renders) the painted band adds its own energy to the waveform's error, and the SNR falls
+below the spline's, whose band is empty. The log-spectral distance moves slowly with the level
+(2 log10 of the factor per bin) while the error energy moves with its square, so a lower level
+keeps most of the LSD gain and gives back the SNR. `choose_gain` keeps the largest level in
+`GAINS` at which the model's mean SNR is at least the spline's on every part (on inputs made
+with the evaluation filter); when none is, the one whose worst part is best.
+
+`calibrate` runs both on the first seconds of a spread of validation files per part, writes
+them into the model's `config.json` and the tables (with LSD beside SNR and the trained level's
+correlation with the truth per band) to `calibration.json`.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import numpy as np
 
 from datasets.audio.dataset import corpus_part
 from datasets.audio.pairs import degrade
-from datasets.audio.signals import sinc_upsample, spline_upsample
+from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
 from datasets.io import write_json_atomic
 from models.audio.bwe import BandwidthExtender
 from models.audio.evaluate import eval_filter, read_hr, run_pairs_info, split_files
@@ -37,6 +46,8 @@ from models.audio.metrics import band_cross_powers, evaluate_pair, lsd, snr_db
 from models.checkpoint import CONFIG_FILE
 
 GAINS = (1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15)
+# Shares of the input's Nyquist frequency up to which the output may take the input's band.
+PASS_SHARES = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 # Bands (Hz, at 16 kHz) of the correlation between the trained model's output and the truth.
 CORRELATION_EDGES = [0.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0]
 CALIBRATION_FILE = "calibration.json"
@@ -57,6 +68,72 @@ def spread_files(files: list[dict], per_part: int) -> list[dict]:
         picks = np.linspace(0, len(rows) - 1, min(per_part, len(rows))).round().astype(int)
         chosen += [rows[i] for i in sorted(set(picks.tolist()))]
     return chosen
+
+
+def pass_table(
+    model: BandwidthExtender,
+    data_dir: str | Path,
+    files: list[dict],
+    filters: tuple[str, ...],
+    max_seconds: float,
+    shares: tuple[float, ...] = PASS_SHARES,
+) -> list[dict[str, Any]]:
+    """One row per (part, filter, share of `shares` at or above `keep_below`): the mean SNR of
+    the model with `pass_below` at that share over the part's files, beside the spline's."""
+    trained = model.config
+    shares = tuple(share for share in shares if share >= trained.keep_below)
+    per_file: list[dict[str, Any]] = []
+    try:
+        for row in files:
+            hr = read_hr(data_dir, row, max_seconds)
+            for filter in filters:
+                lr = degrade(hr, trained.ratio, filter)
+                spline = snr_db(hr, spline_upsample(lr, trained.ratio, len(hr)))
+                for share in shares:
+                    model.config = dataclasses.replace(trained, pass_below=share)
+                    estimate = fit_length(superresolve(model, lr), len(hr))
+                    per_file.append(
+                        {
+                            "part": corpus_part(row["path"]),
+                            "filter": filter,
+                            "pass_below": share,
+                            "snr_db": snr_db(hr, estimate),
+                            "spline_snr_db": spline,
+                        }
+                    )
+    finally:
+        model.config = trained
+    rows = []
+    for part, filter, share in sorted(
+        {(r["part"], r["filter"], r["pass_below"]) for r in per_file}
+    ):
+        chosen = [
+            r
+            for r in per_file
+            if (r["part"], r["filter"], r["pass_below"]) == (part, filter, share)
+        ]
+        snr, spline = (float(np.mean([r[k] for r in chosen])) for k in ("snr_db", "spline_snr_db"))
+        rows.append(
+            {
+                "part": part,
+                "filter": filter,
+                "pass_below": share,
+                "n_files": len(chosen),
+                "snr_db": round(snr, 3),
+                "spline_snr_db": round(spline, 3),
+                "snr_over_spline_db": round(snr - spline, 3),
+            }
+        )
+    return rows
+
+
+def choose_pass_below(rows: list[dict[str, Any]]) -> float:
+    """The share whose SNR over the spline, averaged over every (part, filter), is highest; of
+    equals, the lowest (the least taken from the input)."""
+    margins: dict[float, list[float]] = {}
+    for row in rows:
+        margins.setdefault(row["pass_below"], []).append(row["snr_over_spline_db"])
+    return max(sorted(margins), key=lambda share: float(np.mean(margins[share])))
 
 
 def gain_table(
@@ -131,35 +208,50 @@ def choose_gain(rows: list[dict[str, Any]]) -> float:
     return max(passing) if passing else max(worst, key=lambda gain: (worst[gain], gain))
 
 
-def calibrate_high_band_gain(
+def calibrate(
     model_dir: str | Path,
     data_dir: str | Path,
     split: str = "valid",
     per_part: int = CALIBRATION_LIMITS["full"][0],
     max_seconds: float = CALIBRATION_LIMITS["full"][1],
 ) -> dict[str, Any]:
-    """Set `high_band_gain` in `model_dir`'s config.json from `split`'s files (module doc);
-    write the table to `calibration.json`. Returns {"high_band_gain", "split", "filter",
-    "rows"}; without files in `split` the gain stays as trained and `rows` is empty."""
+    """Set `pass_below`, then `high_band_gain`, in `model_dir`'s config.json from `split`'s
+    files (module doc); write both tables to `calibration.json`. Returns {"pass_below",
+    "high_band_gain", "split", "filter", "filters", "pass_rows", "rows"}; without files in
+    `split` both stay as trained and the tables are empty."""
     model_dir = Path(model_dir)
     model = load_model(model_dir, "cpu")
     if not isinstance(model, BandwidthExtender):
-        raise ValueError(f"{model_dir}: only the spectral model has a high-band gain to calibrate")
+        raise ValueError(f"{model_dir}: only the spectral model has bands to calibrate")
     files = spread_files(split_files(data_dir, split), per_part)
-    filter = eval_filter(run_pairs_info(model_dir)["filter"])
+    train_filter = run_pairs_info(model_dir)["filter"]
+    filters = tuple(FILTERS) if train_filter not in FILTERS else (train_filter,)
+    pass_rows = pass_table(model, data_dir, files, filters, max_seconds)
+    # Without validation files (a corpus too small to split) the trained settings stand.
+    if pass_rows:
+        model.config = dataclasses.replace(model.config, pass_below=choose_pass_below(pass_rows))
+    filter = eval_filter(train_filter)
     rows = gain_table(model, data_dir, files, filter, max_seconds)
-    # Without validation files (a corpus too small to split) the trained level stands.
-    gain = choose_gain(rows) if rows else model.config.high_band_gain
-    record = {"high_band_gain": gain, "split": split, "filter": filter, "rows": rows}
+    if rows:
+        model.config = dataclasses.replace(model.config, high_band_gain=choose_gain(rows))
+    config = model.config
+    record = {
+        "pass_below": config.pass_below,
+        "high_band_gain": config.high_band_gain,
+        "split": split,
+        "filter": filter,
+        "filters": list(filters),
+        "pass_rows": pass_rows,
+        "rows": rows,
+    }
     write_json_atomic(model_dir / CALIBRATION_FILE, record)
-    config = dataclasses.replace(model.config, high_band_gain=gain)
     write_json_atomic(model_dir / CONFIG_FILE, dataclasses.asdict(config))
     return record
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Calibrate the high-band gain of a trained spectral model on a data directory's
-    validation files; prints the chosen gain and the table as JSON."""
+    """Calibrate a trained spectral model's inference bands (`pass_below`, `high_band_gain`) on
+    a data directory's validation files; prints the choice and the tables as JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", required=True, help="a run directory of the spectral model")
     parser.add_argument("--data-dir", required=True, help="holds audio/files.parquet")
@@ -167,9 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-part", type=int, default=CALIBRATION_LIMITS["full"][0])
     parser.add_argument("--seconds", type=float, default=CALIBRATION_LIMITS["full"][1])
     args = parser.parse_args(argv)
-    record = calibrate_high_band_gain(
-        args.model, args.data_dir, args.split, args.per_part, args.seconds
-    )
+    record = calibrate(args.model, args.data_dir, args.split, args.per_part, args.seconds)
     print(json.dumps(record, indent=1))
 
 

@@ -74,6 +74,12 @@ class BWEConfig:
     # validation files until the SNR is at least the spline's, because a painted band whose
     # phase the input does not determine adds its energy to the waveform's error.
     high_band_gain: float = 1.0
+    # Up to this share of the input's Nyquist frequency (None: keep_below) the output takes the
+    # input's band, the spline's droop undone, in place of the network's prediction. Trained at
+    # None; `models.audio.calibrate` raises it on validation files made with every training
+    # filter: near the filter's edge the network guesses how much the unseen filter took away,
+    # and where the filter passed the band whole the input is right and the guess is not.
+    pass_below: float | None = None
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192
@@ -84,6 +90,11 @@ class BWEConfig:
         if not 0.0 <= self.high_band_gain <= 1.0:
             raise ValueError(
                 f"high_band_gain is an amplitude factor in [0, 1]: {self.high_band_gain}"
+            )
+        if self.pass_below is not None and not self.keep_below <= self.pass_below <= 1.0:
+            raise ValueError(
+                f"pass_below is a share of the input's band from keep_below {self.keep_below} "
+                f"to 1: {self.pass_below}"
             )
         if self.win > self.n_fft or self.hop > self.win:
             raise ValueError(f"need hop <= win <= n_fft: {self.hop}, {self.win}, {self.n_fft}")
@@ -102,8 +113,14 @@ class BWEConfig:
 
     @property
     def kept_bins(self) -> int:
-        """The STFT bins the output takes from the input (`keep_below`)."""
+        """The STFT bins the network leaves to the input (`keep_below`)."""
         return int(self.keep_below * (self.n_fft // 2) / self.ratio)
+
+    @property
+    def pass_bins(self) -> int:
+        """The STFT bins the output takes from the input (`pass_below`, else `keep_below`)."""
+        share = self.keep_below if self.pass_below is None else self.pass_below
+        return int(share * (self.n_fft // 2) / self.ratio)
 
 
 AudioModelConfig = AudioUNetConfig | BWEConfig
