@@ -14,8 +14,10 @@ from prefect import flow
 import flows.audio
 from models.audio.calibrate import (
     CALIBRATION_FILE,
+    CALIBRATION_LIMITS,
     GAINS,
     PASS_SHARES,
+    calibrate,
     choose_gain,
     choose_pass_below,
 )
@@ -140,6 +142,8 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     assert record["pass_below"] == choose_pass_below(record["pass_rows"])
     assert record["filters"] == ["soxr"]  # the run's own filter, not the random family
     assert {row["pass_below"] for row in record["pass_rows"]} == set(PASS_SHARES)
+    # Calibrating again starts from the trained settings, not from the last choice.
+    assert calibrate(run_dir, audio_data_dir, "valid", *CALIBRATION_LIMITS["tiny"]) == record
     assert {row["gain"] for row in record["rows"]} == set(GAINS)
     trained_level = [row for row in record["rows"] if row["gain"] == 1.0]
     assert all("2000-3000 Hz" in row["correlation"] for row in trained_level)

@@ -223,6 +223,8 @@ def calibrate(
     model = load_model(model_dir, "cpu")
     if not isinstance(model, BandwidthExtender):
         raise ValueError(f"{model_dir}: only the spectral model has bands to calibrate")
+    # From the settings it was trained with, so calibrating twice gives the same choice.
+    model.config = dataclasses.replace(model.config, pass_below=None, high_band_gain=1.0)
     files = spread_files(split_files(data_dir, split), per_part)
     train_filter = run_pairs_info(model_dir)["filter"]
     filters = tuple(FILTERS) if train_filter not in FILTERS else (train_filter,)
