@@ -70,55 +70,48 @@ def spread_files(files: list[dict], per_part: int) -> list[dict]:
     return chosen
 
 
+def read_references(
+    data_dir: str | Path, files: list[dict], max_seconds: float
+) -> list[tuple[str, np.ndarray]]:
+    """(part, the first `max_seconds` of the high-rate file) per file: read once, for both
+    tables."""
+    return [(corpus_part(row["path"]), read_hr(data_dir, row, max_seconds)) for row in files]
+
+
 def pass_table(
     model: BandwidthExtender,
-    data_dir: str | Path,
-    files: list[dict],
+    references: list[tuple[str, np.ndarray]],
     filters: tuple[str, ...],
-    max_seconds: float,
     shares: tuple[float, ...] = PASS_SHARES,
 ) -> list[dict[str, Any]]:
     """One row per (part, filter, share of `shares` at or above `keep_below`): the mean SNR of
     the model with `pass_below` at that share over the part's files, beside the spline's."""
     trained = model.config
     shares = tuple(share for share in shares if share >= trained.keep_below)
-    per_file: list[dict[str, Any]] = []
+    # (part, filter, share) -> [(model SNR, spline SNR)] per file
+    cells: dict[tuple[str, str, float], list[tuple[float, float]]] = {}
     try:
-        for row in files:
-            hr = read_hr(data_dir, row, max_seconds)
+        for part, hr in references:
             for filter in filters:
                 lr = degrade(hr, trained.ratio, filter)
                 spline = snr_db(hr, spline_upsample(lr, trained.ratio, len(hr)))
                 for share in shares:
                     model.config = dataclasses.replace(trained, pass_below=share)
                     estimate = fit_length(superresolve(model, lr), len(hr))
-                    per_file.append(
-                        {
-                            "part": corpus_part(row["path"]),
-                            "filter": filter,
-                            "pass_below": share,
-                            "snr_db": snr_db(hr, estimate),
-                            "spline_snr_db": spline,
-                        }
+                    cells.setdefault((part, filter, share), []).append(
+                        (snr_db(hr, estimate), spline)
                     )
     finally:
         model.config = trained
     rows = []
-    for part, filter, share in sorted(
-        {(r["part"], r["filter"], r["pass_below"]) for r in per_file}
-    ):
-        chosen = [
-            r
-            for r in per_file
-            if (r["part"], r["filter"], r["pass_below"]) == (part, filter, share)
-        ]
-        snr, spline = (float(np.mean([r[k] for r in chosen])) for k in ("snr_db", "spline_snr_db"))
+    for (part, filter, share), pairs in sorted(cells.items()):
+        snr, spline = (float(value) for value in np.mean(pairs, axis=0))
         rows.append(
             {
                 "part": part,
                 "filter": filter,
                 "pass_below": share,
-                "n_files": len(chosen),
+                "n_files": len(pairs),
                 "snr_db": round(snr, 3),
                 "spline_snr_db": round(spline, 3),
                 "snr_over_spline_db": round(snr - spline, 3),
@@ -138,10 +131,8 @@ def choose_pass_below(rows: list[dict[str, Any]]) -> float:
 
 def gain_table(
     model: BandwidthExtender,
-    data_dir: str | Path,
-    files: list[dict],
+    references: list[tuple[str, np.ndarray]],
     filter: str,
-    max_seconds: float,
     gains: tuple[float, ...] = GAINS,
 ) -> list[dict[str, Any]]:
     """One row per (part, gain): the mean SNR and LSD of the model at that high-band gain over
@@ -152,11 +143,10 @@ def gain_table(
     per_file: list[dict[str, Any]] = []
     cross: dict[str, np.ndarray] = {}
     try:
-        for row in files:
-            hr = read_hr(data_dir, row, max_seconds)
+        for part, hr in references:
             lr = degrade(hr, ratio, filter)
             baseline = {
-                "part": corpus_part(row["path"]),
+                "part": part,
                 "spline_snr_db": snr_db(hr, spline_upsample(lr, ratio, len(hr))),
                 "sinc_lsd": lsd(hr, sinc_upsample(lr, ratio, len(hr))),
             }
@@ -225,15 +215,17 @@ def calibrate(
         raise ValueError(f"{model_dir}: only the spectral model has bands to calibrate")
     # From the settings it was trained with, so calibrating twice gives the same choice.
     model.config = dataclasses.replace(model.config, pass_below=None, high_band_gain=1.0)
-    files = spread_files(split_files(data_dir, split), per_part)
+    references = read_references(
+        data_dir, spread_files(split_files(data_dir, split), per_part), max_seconds
+    )
     train_filter = run_pairs_info(model_dir)["filter"]
     filters = tuple(FILTERS) if train_filter not in FILTERS else (train_filter,)
-    pass_rows = pass_table(model, data_dir, files, filters, max_seconds)
+    pass_rows = pass_table(model, references, filters)
     # Without validation files (a corpus too small to split) the trained settings stand.
     if pass_rows:
         model.config = dataclasses.replace(model.config, pass_below=choose_pass_below(pass_rows))
     filter = eval_filter(train_filter)
-    rows = gain_table(model, data_dir, files, filter, max_seconds)
+    rows = gain_table(model, references, filter)
     if rows:
         model.config = dataclasses.replace(model.config, high_band_gain=choose_gain(rows))
     config = model.config
