@@ -79,7 +79,9 @@ def _train(
         # Before the stamp: a run killed while calibrating calibrates again when resumed.
         per_part, seconds = CALIBRATION_LIMITS[profile]
         record = calibrate(run_dir, pairs.parents[1], "valid", per_part, seconds)
-        chosen = {key: record[key] for key in ("pass_below", "high_band_gain")}
+        chosen = {
+            key: record[key] for key in ("pass_below", "pass_below_sharp_edge", "high_band_gain")
+        }
         logger.info("%s: %s on validation files", run_dir, chosen)
         summary |= chosen
     # The stamp is an output: the same run gives the same bytes, so no wall-clock time in it.

@@ -224,7 +224,9 @@ def export_superres_model(
         "robustness": robustness,
     }
     config = json.loads((run_dir / CONFIG_FILE).read_text())
-    metrics |= {key: config[key] for key in ("pass_below", "high_band_gain")}
+    metrics |= {
+        key: config.get(key) for key in ("pass_below", "pass_below_sharp_edge", "high_band_gain")
+    }
     # The export's headline: LSD averaged over the corpus's parts, not over files, of which
     # three in four are speech; a model that gains on music and renders should count.
     metrics["lsd_parts_mean"] = round(
@@ -270,8 +272,10 @@ def export_superres_model(
             "training set uses; the per-filter table is under `robustness` in metrics.json.",
             f"Calibrated on validation files (`models.audio.calibrate`; the tables: "
             f"{CALIBRATION_FILE}): the output keeps the input's own band up to "
-            f"{metrics['pass_below']} of its Nyquist frequency, the share with the best SNR "
-            "over the training filters, and the band above 2 kHz at the level "
+            f"{metrics['pass_below_sharp_edge']} of its Nyquist frequency where the input has "
+            "a sharp band edge (as a high-quality resampler such as soxr leaves it), else up to "
+            f"{metrics['pass_below']}, the shares with the best SNR over the training filters; "
+            "and the band above 2 kHz at the level "
             f"{metrics['high_band_gain']}, the largest at which the SNR is at least the "
             "spline's on every part. "
             "`--high-band-gain 1` paints it at the trained level for one file: brighter, a lower "

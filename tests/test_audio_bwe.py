@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.audio.signals import sinc_upsample, spline_upsample
+from datasets.audio.signals import decimate, sinc_upsample, spline_upsample
 from models.audio.bwe import BandwidthExtender
 from models.audio.config import AudioTrainConfig, BWEConfig, preset
 from models.audio.infer import load_model, superresolve
@@ -169,3 +169,35 @@ def test_pass_below_takes_the_inputs_band_up_to_its_share_in_place_of_the_predic
     assert passing.config.pass_bins == passing.config.nyquist_bin == 32
     with pytest.raises(ValueError, match="pass_below"):
         BWEConfig(keep_below=0.75, pass_below=0.7)
+
+
+def test_an_input_with_a_sharp_band_edge_is_passed_up_to_its_own_share():
+    """`pass_below_sharp_edge` replaces `pass_below` for inputs a high-quality resampler made,
+    judged once on the whole input by `superresolve`; other inputs keep `pass_below`."""
+    config = BWEConfig(
+        n_fft=256, hop=32, win=128, patch=2048, pass_below=0.8, pass_below_sharp_edge=1.0
+    )
+    noise = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    sharp, gradual = decimate(noise, 4, "soxr"), decimate(noise, 4, "cheby")
+    assert config.for_input(sharp).pass_below == 1.0
+    assert config.for_input(gradual) == config
+    assert (
+        dataclasses.replace(config, pass_below_sharp_edge=None).for_input(sharp).pass_below == 0.8
+    )
+
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        model.amp_out.bias.fill_(1.0)  # a prediction far from the input, so the choice shows
+    fixed = BandwidthExtender(
+        dataclasses.replace(config, pass_below=1.0, pass_below_sharp_edge=None)
+    ).eval()
+    fixed.load_state_dict(model.state_dict())
+    np.testing.assert_allclose(superresolve(model, sharp), superresolve(fixed, sharp), atol=1e-6)
+    assert model.config == config  # the file's settings do not outlive the call
+    fixed.config = dataclasses.replace(config, pass_below_sharp_edge=None)
+    np.testing.assert_allclose(
+        superresolve(model, gradual), superresolve(fixed, gradual), atol=1e-6
+    )
+    assert not np.allclose(superresolve(model, sharp), superresolve(fixed, sharp), atol=1e-3)
+    with pytest.raises(ValueError, match="pass_below_sharp_edge"):
+        BWEConfig(keep_below=0.75, pass_below_sharp_edge=0.7)

@@ -39,17 +39,31 @@ def test_files_are_spread_over_each_part() -> None:
     assert len([row for row in chosen if row["path"].startswith("music")]) == 3
 
 
-def test_it_passes_the_inputs_band_up_to_the_share_best_over_parts_and_filters() -> None:
-    margins = {  # (part, filter) -> SNR over the spline, per share
-        0.75: {("speech", "soxr"): 0.2, ("music", "soxr"): -0.4, ("speech", "cheby"): 1.2},
-        0.85: {("speech", "soxr"): 0.3, ("music", "soxr"): 0.5, ("speech", "cheby"): 1.1},
-        1.0: {("speech", "soxr"): 0.4, ("music", "soxr"): 0.7, ("speech", "cheby"): 0.1},
+def test_it_passes_the_inputs_band_up_to_the_share_best_over_the_files_of_each_edge() -> None:
+    margins = {  # (part, filter, files) -> SNR over the spline, per share
+        0.75: {("speech", "soxr", 4): 0.2, ("music", "soxr", 4): -0.4, ("speech", "cheby", 4): 1.2},
+        0.85: {("speech", "soxr", 4): 0.3, ("music", "soxr", 4): 0.5, ("speech", "cheby", 4): 1.1},
+        1.0: {("speech", "soxr", 4): 0.4, ("music", "soxr", 4): 0.7, ("speech", "cheby", 4): 0.1},
     }
     table = [
-        {"part": part, "filter": filter, "pass_below": share, "snr_over_spline_db": margin}
+        {
+            "part": part,
+            "filter": filter,
+            "edge": "other",
+            "n_files": files,
+            "pass_below": share,
+            "snr_over_spline_db": margin,
+        }
         for share, cells in margins.items()
-        for (part, filter), margin in cells.items()
+        for (part, filter, files), margin in cells.items()
     ]
-    assert choose_pass_below(table) == 0.85  # best on average, though not on soxr alone
+    assert choose_pass_below(table, "other") == 0.85  # best on average, though not on soxr alone
+    assert choose_pass_below(table, "sharp") is None  # no such inputs: the trained setting
     tied = [{**row, "snr_over_spline_db": 0.0} for row in table]
-    assert choose_pass_below(tied) == 0.75  # of equals, the least taken from the input
+    assert choose_pass_below(tied, "other") == 0.75  # of equals, the least taken from the input
+    # Each edge is chosen on its own rows, and a cell weighs as many files as it holds.
+    sharp = [
+        {**row, "edge": "sharp", "n_files": 40 if row["filter"] == "soxr" else 1} for row in table
+    ]
+    assert choose_pass_below(table + sharp, "sharp") == 1.0
+    assert choose_pass_below(table + sharp, "other") == 0.85

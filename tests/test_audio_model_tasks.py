@@ -12,6 +12,7 @@ import torch
 from prefect import flow
 
 import flows.audio
+from datasets.audio.files import load_audio
 from models.audio.calibrate import (
     CALIBRATION_FILE,
     CALIBRATION_LIMITS,
@@ -21,6 +22,7 @@ from models.audio.calibrate import (
     choose_gain,
     choose_pass_below,
 )
+from models.audio.infer import load_model, low_rate
 from tasks.audio_model import (
     evaluate_audio_model,
     filter_mismatch,
@@ -138,8 +140,9 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     record = json.loads((run_dir / CALIBRATION_FILE).read_text())
     assert config["high_band_gain"] == record["high_band_gain"] == result["high_band_gain"]
     assert record["high_band_gain"] == choose_gain(record["rows"])
-    assert config["pass_below"] == record["pass_below"] == result["pass_below"]
-    assert record["pass_below"] == choose_pass_below(record["pass_rows"])
+    for key, edge in (("pass_below", "other"), ("pass_below_sharp_edge", "sharp")):
+        assert config[key] == record[key] == result[key]
+        assert record[key] == choose_pass_below(record["pass_rows"], edge)
     assert record["filters"] == ["soxr"]  # the run's own filter, not the random family
     assert {row["pass_below"] for row in record["pass_rows"]} == set(PASS_SHARES)
     # Calibrating again starts from the trained settings, not from the last choice.
@@ -160,4 +163,8 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     flows.audio.main([*argv, "--model", str(run_dir), "--high-band-gain", "1"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["high_band_gain"] == 1.0
+    # It reports the share this input ran at, which depends on the input's band edge.
+    model_config = load_model(run_dir, "cpu").config
+    lr = load_audio(example, low_rate(model_config))
+    assert printed["pass_below"] == model_config.for_input(lr).pass_below
     assert out.exists()

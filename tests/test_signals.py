@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from datasets.audio.files import load_audio
 from datasets.audio.signals import (
     FILTERS,
     RATIOS,
@@ -18,6 +20,7 @@ from datasets.audio.signals import (
     UNSEEN_FILTERS,
     alias_frequency,
     decimate,
+    has_sharp_band_edge,
     quantize_uniform,
     sar_quantize,
     sinc_upsample,
@@ -27,6 +30,7 @@ from datasets.audio.signals import (
 )
 
 FS = 16000
+DEMO_RECORDINGS = Path(__file__).parents[1] / "datasets" / "audio" / "demo"
 
 
 def tone(freq: float, n: int = FS, amplitude: float = 0.99, fs: int = FS) -> np.ndarray:
@@ -140,6 +144,26 @@ def test_filters_pass_the_band_and_keep_length_and_alignment(ratio: int, filt: s
     # Sample k stands at input time k * ratio: it matches plain subsampling away from the ends.
     mid = slice(len(y) // 4, 3 * len(y) // 4)
     np.testing.assert_allclose(y[mid], x[::ratio][mid], atol=0.015)
+
+
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_only_the_high_quality_resampler_leaves_a_sharp_band_edge(ratio: int) -> None:
+    """White noise and the two real recordings in the repository: soxr keeps the band whole to
+    0.95 of Nyquist and then falls steeply; Chebyshev and Butterworth fall gradually, and with
+    the FIR, the elliptic filter or none the top of the band is filled with aliases."""
+    noise = np.random.default_rng(0).standard_normal(4 * FS).astype(np.float32) * 0.1
+    recordings = [load_audio(path, FS)[: 6 * FS] for path in sorted(DEMO_RECORDINGS.glob("*.flac"))]
+    assert len(recordings) == 2
+    for signal in (noise, *recordings):
+        for filt in FILTERS + UNSEEN_FILTERS:
+            assert has_sharp_band_edge(decimate(signal, ratio, filt)) == (filt == "soxr"), filt
+
+
+def test_a_signal_too_short_or_silent_has_no_sharp_band_edge() -> None:
+    noise = np.random.default_rng(0).standard_normal(FS).astype(np.float32)
+    assert has_sharp_band_edge(decimate(noise, 4, "soxr"))
+    assert not has_sharp_band_edge(decimate(noise[:800], 4, "soxr"))  # 200 samples
+    assert not has_sharp_band_edge(np.zeros(4000, dtype=np.float32))
 
 
 @pytest.mark.parametrize("filt", FILTERS + UNSEEN_FILTERS)

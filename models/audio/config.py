@@ -12,7 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+
+from datasets.audio.signals import has_sharp_band_edge
 
 # Files the tiny and quick profiles take from a built-in corpus when no limit is given.
 QUICK_LIMIT = 24
@@ -80,6 +83,11 @@ class BWEConfig:
     # filter: near the filter's edge the network guesses how much the unseen filter took away,
     # and where the filter passed the band whole the input is right and the guess is not.
     pass_below: float | None = None
+    # The same for inputs with a sharp band edge (`datasets.audio.signals.has_sharp_band_edge`:
+    # whole to 0.95 of their Nyquist frequency, as a high-quality resampler leaves them; None:
+    # `pass_below`). Calibrated apart because there the input's band is right to the edge, while
+    # inputs a gradual filter attenuated or no filter left aliased want the network's guess.
+    pass_below_sharp_edge: float | None = None
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192
@@ -91,11 +99,13 @@ class BWEConfig:
             raise ValueError(
                 f"high_band_gain is an amplitude factor in [0, 1]: {self.high_band_gain}"
             )
-        if self.pass_below is not None and not self.keep_below <= self.pass_below <= 1.0:
-            raise ValueError(
-                f"pass_below is a share of the input's band from keep_below {self.keep_below} "
-                f"to 1: {self.pass_below}"
-            )
+        for name in ("pass_below", "pass_below_sharp_edge"):
+            share = getattr(self, name)
+            if share is not None and not self.keep_below <= share <= 1.0:
+                raise ValueError(
+                    f"{name} is a share of the input's band from keep_below {self.keep_below} "
+                    f"to 1: {share}"
+                )
         if self.win > self.n_fft or self.hop > self.win:
             raise ValueError(f"need hop <= win <= n_fft: {self.hop}, {self.win}, {self.n_fft}")
         if self.patch % self.multiple:
@@ -121,6 +131,13 @@ class BWEConfig:
         """The STFT bins the output takes from the input (`pass_below`, else `keep_below`)."""
         share = self.keep_below if self.pass_below is None else self.pass_below
         return int(share * (self.n_fft // 2) / self.ratio)
+
+    def for_input(self, lr: np.ndarray) -> BWEConfig:
+        """The settings for one low-rate input: `pass_below_sharp_edge` as its `pass_below`
+        when it has a sharp band edge and that share is set; else these."""
+        if self.pass_below_sharp_edge is None or not has_sharp_band_edge(lr):
+            return self
+        return dataclasses.replace(self, pass_below=self.pass_below_sharp_edge)
 
 
 AudioModelConfig = AudioUNetConfig | BWEConfig

@@ -134,10 +134,17 @@ def run_chunked(
 def superresolve(
     model: AudioModel, lr: np.ndarray, chunk: int = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP
 ) -> np.ndarray:
-    """The model's high-rate estimate of a low-rate signal: len(lr) x ratio samples."""
-    ratio = model.config.ratio
-    x = spline_upsample(lr, ratio, len(lr) * ratio)
-    return run_chunked(model, x, chunk=chunk, overlap=overlap)
+    """The model's high-rate estimate of a low-rate signal: len(lr) x ratio samples. The
+    spectral model runs at its settings for this input (`BWEConfig.for_input`), judged on the
+    whole signal so every chunk of it gets the same."""
+    config = model.config
+    x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
+    if isinstance(config, BWEConfig):
+        model.config = config.for_input(lr)
+    try:
+        return run_chunked(model, x, chunk=chunk, overlap=overlap)
+    finally:
+        model.config = config
 
 
 def spectrogram_png(
@@ -231,7 +238,9 @@ def superresolve_file(
         "seconds": round(len(estimate) / config.hr_rate, 3),
     }
     if isinstance(config, BWEConfig):
+        # What this input ran at: pass_below depends on its band edge (`BWEConfig.for_input`).
         result["high_band_gain"] = config.high_band_gain
+        result["pass_below"] = config.for_input(lr).pass_below
     if reference is not None:
         n = len(estimate)
         result["metrics"] = {
