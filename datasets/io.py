@@ -20,11 +20,13 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -137,6 +139,20 @@ def write_parquet_atomic(
     with atomic_path(target, durable) as tmp:
         pq.write_table(table, tmp, compression=PARQUET_COMPRESSION, row_group_size=row_group_size)
     return Path(target)
+
+
+# np.load parses each array's header with ast.literal_eval, and CPython 3.11's AST builder
+# keeps a recursion counter that threads can upset (python/cpython#106905): a parse can fail with
+# "SystemError: AST constructor recursion depth mismatch". Prefect runs a stage's tasks on
+# threads, and a pairs stage died of it once (2026-12-03), so reads of npz files take turns.
+_NPZ_LOCK = threading.Lock()
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an npz file, read whole, one thread at a time (`_NPZ_LOCK`); errors of a
+    damaged file are np.load's (OSError, ValueError, EOFError, zipfile.BadZipFile)."""
+    with _NPZ_LOCK, np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

@@ -14,6 +14,7 @@ from models.audio.metrics import (
     high_band_start,
     log_power_spectrogram,
     lsd,
+    lsd_parts_mean_at_spline_snr,
     snr_db,
 )
 
@@ -116,3 +117,13 @@ def test_band_cross_powers_tell_a_coherent_band_from_one_of_the_right_level_only
     assert abs(high_band) < 0.1
     levels = band_cross_powers(reference, estimate, rate, edges)
     assert levels[1, 2] == pytest.approx(levels[1, 1], rel=0.1)  # yet the level is right
+
+
+def test_the_parts_headline_credits_a_parts_lsd_only_where_its_snr_holds_the_splines() -> None:
+    parts = {
+        "speech": {"lsd": 1.0, "sinc_lsd": 5.0, "snr_db": 10.0, "spline_snr_db": 10.0},
+        "music": {"lsd": 0.5, "sinc_lsd": 2.0, "snr_db": 22.0, "spline_snr_db": 22.1},
+    }
+    assert lsd_parts_mean_at_spline_snr(parts) == pytest.approx((1.0 + 2.0) / 2)
+    parts["music"]["snr_db"] = 22.2
+    assert lsd_parts_mean_at_spline_snr(parts) == pytest.approx((1.0 + 0.5) / 2)

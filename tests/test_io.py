@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import stat
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from datasets import io, stamps
+from datasets.io import load_npz
 
 
 def test_atomic_path_leaves_target_untouched_on_failure(tmp_path):
@@ -150,3 +154,18 @@ def test_atomic_writes_get_the_mode_a_plain_write_gets(tmp_path):
     plain.write_text("x")
     atomic = io.write_bytes_atomic(tmp_path / "atomic.txt", b"x")
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_load_npz_reads_every_array_whole_from_many_threads(tmp_path):
+    path = tmp_path / "cache.npz"
+    np.savez(path, lr=np.arange(8, dtype=np.float32), offsets=np.arange(3), n_silent=np.array(2))
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(lambda _: load_npz(path), range(64)))
+    for arrays in loaded:
+        assert sorted(arrays) == ["lr", "n_silent", "offsets"]
+        np.testing.assert_array_equal(arrays["lr"], np.arange(8, dtype=np.float32))
+        assert int(arrays["n_silent"]) == 2
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises((OSError, ValueError, EOFError, zipfile.BadZipFile)):
+        load_npz(truncated)

@@ -21,7 +21,7 @@ import datasets.audio.files
 import datasets.audio.pairs
 import datasets.audio.signals
 from datasets.audio.pairs import PairSpec, degrade, file_filter, loud_offsets
-from datasets.io import atomic_path, code_version, sha256_json
+from datasets.io import atomic_path, code_version, load_npz, sha256_json
 
 
 def pairs_code_version() -> str:
@@ -41,9 +41,9 @@ def _read_lr_cache(path: Path, lr_length: int) -> tuple[int, int] | None:
     if not path.exists():
         return None
     try:
-        with np.load(path) as cached:
-            lr, offsets = cached["lr"], cached["offsets"]
-            n_silent = int(cached["n_silent"])
+        cached = load_npz(path)
+        lr, offsets = cached["lr"], cached["offsets"]
+        n_silent = int(cached["n_silent"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     if lr.shape != (lr_length,) or lr.dtype != np.float32 or offsets.ndim != 1:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from datasets.audio.pairs import PairSpec, list_column, pairs_schema
-from datasets.io import PARQUET_COMPRESSION, atomic_path, sync_filesystem
+from datasets.io import PARQUET_COMPRESSION, atomic_path, load_npz, sync_filesystem
 
 ROWS_PER_FILE = 256  # pair rows per shard: ~10 MB at patch 8192, bounded whatever the corpus
 
@@ -97,8 +97,8 @@ def _shard_table(
     row = 0
     for index, start, stop in segments:
         record = records[index]
-        with np.load(data_dir / record["lr_path"]) as cached:
-            lr, offsets = cached["lr"], cached["offsets"][start:stop]
+        cached = load_npz(data_dir / record["lr_path"])
+        lr, offsets = cached["lr"], cached["offsets"][start:stop]
         first, end = int(offsets[0]), int(offsets[-1]) + spec.patch
         hr, _ = sf.read(str(data_dir / record["hr_path"]), start=first, stop=end, dtype="float32")
         for k, offset in enumerate(offsets.tolist(), start=row):
