@@ -199,7 +199,8 @@ def run_rank(
 ) -> None:
     """A trainer's body as one rank of a run torchrun started: joins the process group, calls
     `train(ranks, progress, log)`, whose progress, log and result become rank 0's lines for
-    the launching task, and leaves the group however it ends."""
+    the launching task, and leaves the group however it ends. A rank of several that trained
+    to the end exits at once, without the interpreter's finalization."""
     ranks = init_distributed()
     try:
         result = train(
@@ -210,6 +211,15 @@ def run_rank(
         report(RESULT, result, ranks)
     finally:
         close_distributed()
+    if ranks.distributed:
+        # Gloo's worker threads can outlive the process group and still hold tensors; freeing
+        # them while the interpreter shuts down aborted a finished rank now and then ("terminate
+        # called without an active exception", SIGABRT, no Python frame: pytorch/pytorch#179291),
+        # and torchrun then failed a run whose outputs were all written. Everything is on disk
+        # (atomic writes) and the result line printed, so nothing is left for finalization.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class DistributedTrainingError(RuntimeError):

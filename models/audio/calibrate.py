@@ -224,10 +224,11 @@ def calibrate(
     per_part: int = CALIBRATION_LIMITS["full"][0],
     max_seconds: float = CALIBRATION_LIMITS["full"][1],
 ) -> dict[str, Any]:
-    """Set `pass_below`, then `high_band_gain`, in `model_dir`'s config.json from `split`'s
-    files (module doc); write both tables to `calibration.json`. Returns {"pass_below",
-    "pass_below_sharp_edge", "high_band_gain", "split", "filter", "filters", "pass_rows",
-    "rows"}; without files in `split` all stay as trained and the tables are empty."""
+    """Set `pass_below` and `pass_below_sharp_edge`, then `high_band_gain`, in `model_dir`'s
+    config.json from `split`'s files (module doc); write both tables to `calibration.json`.
+    Returns {"pass_below", "pass_below_sharp_edge", "high_band_gain", "split", "filter",
+    "filters", "pass_rows", "rows"}; without files in `split` all stay as trained and the
+    tables are empty."""
     model_dir = Path(model_dir)
     model = load_model(model_dir, "cpu")
     if not isinstance(model, BandwidthExtender):
@@ -269,8 +270,9 @@ def calibrate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Calibrate a trained spectral model's inference bands (`pass_below`, `high_band_gain`) on
-    a data directory's validation files; prints the choice and the tables as JSON."""
+    """Calibrate a trained spectral model's inference bands (`pass_below`,
+    `pass_below_sharp_edge`, `high_band_gain`) on a data directory's validation files; prints
+    the choice and the tables as JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", required=True, help="a run directory of the spectral model")
     parser.add_argument("--data-dir", required=True, help="holds audio/files.parquet")
