@@ -21,7 +21,7 @@ from datasets.audio.signals import FILTERS
 from datasets.io import PROJECT_ROOT, sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
 from models.audio import mismatch
-from models.audio.calibrate import CALIBRATION_LIMITS, calibrate
+from models.audio.calibrate import CALIBRATED_SETTINGS, CALIBRATION_LIMITS, calibrate
 from models.audio.config import EVAL_LIMITS, profile_config
 from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
@@ -79,9 +79,7 @@ def _train(
         # Before the stamp: a run killed while calibrating calibrates again when resumed.
         per_part, seconds = CALIBRATION_LIMITS[profile]
         record = calibrate(run_dir, pairs.parents[1], "valid", per_part, seconds)
-        chosen = {
-            key: record[key] for key in ("pass_below", "pass_below_sharp_edge", "high_band_gain")
-        }
+        chosen = {key: record[key] for key in CALIBRATED_SETTINGS}
         logger.info("%s: %s on validation files", run_dir, chosen)
         summary |= chosen
     # The stamp is an output: the same run gives the same bytes, so no wall-clock time in it.

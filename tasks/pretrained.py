@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from datasets.symbolic.jsb import serialization_json
 from datasets.symbolic.tokenizer import VOCAB_FILE
-from models.audio.calibrate import CALIBRATION_FILE
+from models.audio.calibrate import CALIBRATED_SETTINGS, CALIBRATION_FILE
 from models.audio.evaluate import METRICS as AUDIO_METRICS
 from models.audio.metrics import lsd_parts_mean_at_spline_snr
 from models.audio.mismatch import filter_robustness
@@ -225,9 +225,7 @@ def export_superres_model(
         "robustness": robustness,
     }
     config = json.loads((run_dir / CONFIG_FILE).read_text())
-    metrics |= {
-        key: config.get(key) for key in ("pass_below", "pass_below_sharp_edge", "high_band_gain")
-    }
+    metrics |= {key: config.get(key) for key in CALIBRATED_SETTINGS}
     # LSD averaged over the corpus's parts, not over files, of which three in four are speech:
     # a model that gains on music and renders should count. The export's headline counts a
     # part only where the SNR holds the spline's (the aim has both sides).

@@ -56,6 +56,8 @@ PASS_SHARES = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 # Bands (Hz, at 16 kHz) of the correlation between the trained model's output and the truth.
 CORRELATION_EDGES = [0.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0]
 CALIBRATION_FILE = "calibration.json"
+# The `BWEConfig` fields `calibrate` chooses (and records under these names).
+CALIBRATED_SETTINGS = ("pass_below", "pass_below_sharp_edge", "high_band_gain")
 # Per profile: (files per part, first seconds of each).
 CALIBRATION_LIMITS: dict[str, tuple[int, float]] = {
     "tiny": (2, 2.0),
@@ -255,9 +257,7 @@ def calibrate(
         model.config = dataclasses.replace(model.config, high_band_gain=choose_gain(rows))
     config = model.config
     record = {
-        "pass_below": config.pass_below,
-        "pass_below_sharp_edge": config.pass_below_sharp_edge,
-        "high_band_gain": config.high_band_gain,
+        **{key: getattr(config, key) for key in CALIBRATED_SETTINGS},
         "split": split,
         "filter": filter,
         "filters": list(filters),
