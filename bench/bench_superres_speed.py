@@ -1,12 +1,15 @@
 """Super-resolution speed: the models beside the spline and sinc a user would otherwise reach for.
 
     .venv/bin/python -m bench.bench_superres_speed --seconds 10 --threads 1 [--model DIR ...]
+        [--input-rate 8000]
 
 Each method turns the same `seconds` of 4 kHz audio into 16 kHz once untimed (warm-up), then
 `repeats` times timed; the figure is seconds of audio per second of work (x real time), by wall
 time and by process CPU time (the fairer one on a shared machine: with one thread, CPU time is
 what the work itself took). Models are the presets with random weights (speed does not depend on
-them) unless model directories are given.
+them) unless model directories are given. With `--input-rate 8000` the input is 8 kHz audio:
+the models keep its band and fill the one above (`superresolve_wide`), beside the spline, the
+sinc and soxr's resampler at that ratio.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import soxr
 import torch
 
 from datasets.audio.signals import sinc_upsample, spline_upsample
 from models.audio.config import preset
-from models.audio.infer import build_model, load_model, superresolve
+from models.audio.infer import build_model, load_model, superresolve, superresolve_wide
 
-RATIO = 4
+HIGH_RATE = 16000
 LOW_RATE = 4000
 
 
@@ -46,24 +50,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--presets", nargs="*", default=["full", "bwe-quick", "bwe-full"])
     parser.add_argument("--model", nargs="*", default=[], help="trained model directories")
+    parser.add_argument("--input-rate", type=int, default=LOW_RATE, choices=[LOW_RATE, 8000])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    lr = (np.random.default_rng(0).standard_normal(int(args.seconds * LOW_RATE)) * 0.1).astype(
+    rate, ratio = args.input_rate, HIGH_RATE // args.input_rate
+    audio = (np.random.default_rng(0).standard_normal(int(args.seconds * rate)) * 0.1).astype(
         np.float32
     )
-    n = len(lr) * RATIO
+    n = len(audio) * ratio
     methods: dict[str, Callable[[], object]] = {
-        "spline": lambda: spline_upsample(lr, RATIO, n),
-        "sinc": lambda: sinc_upsample(lr, RATIO, n),
+        "spline": lambda: spline_upsample(audio, ratio, n),
+        "sinc": lambda: sinc_upsample(audio, ratio, n),
     }
+    if rate != LOW_RATE:
+        methods["soxr HQ"] = lambda: soxr.resample(audio, rate, HIGH_RATE, "HQ")
     models = {name: build_model(preset(name)).eval() for name in args.presets}
     models |= {directory: load_model(directory, "cpu") for directory in args.model}
+
+    def model_output(model: torch.nn.Module) -> object:
+        if rate == LOW_RATE:
+            return superresolve(model, audio)
+        return superresolve_wide(model, audio, rate)
+
     for name, model in models.items():
         methods[f"{name} ({model.num_parameters() / 1e6:.2f} M)"] = lambda model=model: (
-            torch.inference_mode()(superresolve)(model, lr)
+            torch.inference_mode()(model_output)(model)
         )
     print(
-        f"{args.seconds:g} s of {LOW_RATE} Hz audio to {LOW_RATE * RATIO} Hz, "
+        f"{args.seconds:g} s of {rate} Hz audio to {HIGH_RATE} Hz, "
         f"{args.threads} thread(s), {args.repeats} repeats"
     )
     print("| method | x real time (wall) | x real time (CPU) |")

@@ -114,7 +114,7 @@ class AudioParams(CorpusParams):
     input: str | None = Field(
         None,
         description="Super-resolve this audio file (any rate, any length) and run only the "
-        "superres stage",
+        "superres stage; a file between the model's input and output rates keeps its own band",
     )
     output: str | None = Field(
         None, description="Where --input's result goes; none: data_dir/reports/<stem>-sr.wav"

@@ -19,6 +19,7 @@ from datasets.symbolic.jsb import serialization_json
 from datasets.symbolic.tokenizer import VOCAB_FILE
 from models.audio.calibrate import CALIBRATED_SETTINGS, CALIBRATION_FILE
 from models.audio.evaluate import METRICS as AUDIO_METRICS
+from models.audio.evaluate import evaluate_wide_inputs
 from models.audio.metrics import lsd_parts_mean_at_spline_snr
 from models.audio.mismatch import filter_robustness
 from models.audio.train import TRAIN_JSON
@@ -207,6 +208,7 @@ def export_superres_model(
     run_dir, data_dir = Path(result["run_dir"]), result["data_dir"]
     evaluation = json.loads((run_dir / "metrics.json").read_text())
     robustness = filter_robustness(run_dir, data_dir, "test", ROBUSTNESS_FILES, ROBUSTNESS_SECONDS)
+    wide = evaluate_wide_inputs(run_dir, data_dir, "test")
     sources = evaluation.get("by_source", {})
     metrics = {
         **_audio_row(evaluation),
@@ -223,6 +225,11 @@ def export_superres_model(
         "steps": audio_trained_steps(run_dir),
         "train_seconds": audio_train_seconds(run_dir),
         "robustness": robustness,
+        "wide_input": {
+            "input_rate": wide["input_rate"],
+            **_audio_row(wide),
+            "by_source": {name: _audio_row(part) for name, part in wide["by_source"].items()},
+        },
     }
     config = json.loads((run_dir / CONFIG_FILE).read_text())
     metrics |= {key: config.get(key) for key in CALIBRATED_SETTINGS}
@@ -244,6 +251,14 @@ def export_superres_model(
     } | {
         f"{name}: test SNR dB (model / spline)": f"{row['snr_db']} / {row['spline_snr_db']}"
         for name, row in parts.items()
+    }
+    rate = f"{wide['input_rate'] / 1000:g} kHz inputs"
+    headline |= {
+        f"{name} at {rate}: test LSD (model / sinc / spline), SNR dB (model / spline)": (
+            f"{row['lsd']} / {row['sinc_lsd']} / {row['spline_lsd']}, "
+            f"{row['snr_db']} / {row['spline_snr_db']}"
+        )
+        for name, row in metrics["wide_input"]["by_source"].items()
     }
     card = ModelCard(
         name="superres-x4-16k",
@@ -284,6 +299,11 @@ def export_superres_model(
             "spline's on every part. "
             "`--high-band-gain 1` paints it at the trained level for one file: brighter, a lower "
             "LSD, a lower SNR.",
+            "Wider inputs (any rate between 4 and 16 kHz): the output keeps the input's own band "
+            "up to its Nyquist frequency and paints the band above at the level "
+            f"{metrics['wide_input_gain']}, calibrated on the same validation files at "
+            f"{wide['input_rate'] / 1000:g} kHz; scored on the whole test files at that rate "
+            "under `wide_input` in metrics.json.",
         ],
     )
     # train.json names the filter its pairs were made with: what `--stages evaluate` and the

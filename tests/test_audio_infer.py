@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from models.audio.infer import (
     run_chunked,
     superresolve,
     superresolve_file,
+    superresolve_wide,
 )
 from models.audio.metrics import snr_db
 from models.audio.unet import AudioUNet
@@ -131,7 +133,7 @@ def test_saved_model_round_trips(tmp_path: Path) -> None:
     assert torch.equal(model(x), loaded(x))
 
 
-@pytest.mark.parametrize("file_rate", [44100, HR_RATE, HR_RATE // 4, 11025])
+@pytest.mark.parametrize("file_rate", [44100, HR_RATE, HR_RATE // 4, 11025, 3000])
 def test_superresolve_file_at_any_rate(
     tmp_path: Path,
     audio_renders: dict[str, list[Path]],
@@ -148,7 +150,11 @@ def test_superresolve_file_at_any_rate(
     lr_len = round(sf.info(str(source)).frames * (HR_RATE / 4) / file_rate)
     assert rate == HR_RATE
     assert abs(len(out) - 4 * lr_len) <= 4
-    assert len(out) % 4 == 0
+    if HR_RATE / 4 < file_rate < HR_RATE:
+        assert result["kept_input_band_hz"] == file_rate / 2
+    else:
+        assert len(out) % 4 == 0
+        assert "kept_input_band_hz" not in result
     png = Path(result["png"])
     assert png == tmp_path / "out" / "sr.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -193,3 +199,62 @@ def test_a_high_band_gain_replaces_the_spectral_models_level_for_one_file(
         superresolve_file(
             write_run(tmp_path / "run", busy_model()), source, tmp_path / "u.wav", None, 1.0
         )
+
+
+def band_snr_db(
+    reference: np.ndarray, estimate: np.ndarray, low_hz: float, high_hz: float
+) -> float:
+    """The SNR of `estimate` in the band [low_hz, high_hz) at HR_RATE."""
+    frequencies = np.fft.rfftfreq(len(reference), 1 / HR_RATE)
+    band = (frequencies >= low_hz) & (frequencies < high_hz)
+    ref, est = np.fft.rfft(reference)[band], np.fft.rfft(estimate)[band]
+    return float(10 * np.log10(np.sum(np.abs(ref) ** 2) / np.sum(np.abs(ref - est) ** 2)))
+
+
+def test_a_wide_input_keeps_its_own_band_and_the_model_paints_above_it(
+    tmp_path: Path, audio_renders: dict[str, list[Path]]
+) -> None:
+    """An 8 kHz file to a 4 -> 16 kHz model: up to its Nyquist frequency the output is the file
+    (resampled), not the model's guess from the band under 2 kHz; above it, the model's."""
+    import soxr
+
+    hr, _ = sf.read(str(audio_renders["test"][0]), dtype="float32")
+    hr = hr[:32000]
+    wide = soxr.resample(hr, HR_RATE, HR_RATE // 2, "HQ")
+    model = busy_model()
+    estimate = superresolve_wide(model, wide, HR_RATE // 2)
+    assert len(estimate) == len(hr)
+    own = soxr.resample(wide, HR_RATE // 2, HR_RATE, "HQ")[: len(hr)]
+    assert band_snr_db(own, estimate, 0.0, 3700.0) > 60
+    from_low_rate = superresolve(model, soxr.resample(wide, HR_RATE // 2, HR_RATE // 4, "HQ"))
+    assert band_snr_db(from_low_rate[: len(hr)], estimate, 4100.0, 8000.0) > 60
+    # The file's band makes it far closer to the truth than the model's guess alone.
+    assert (
+        band_snr_db(hr, estimate, 2000.0, 3700.0)
+        > band_snr_db(hr, from_low_rate, 2000.0, 3700.0) + 20
+    )
+    for rate in (HR_RATE // 4, HR_RATE):
+        with pytest.raises(ValueError, match="between 4000 and 16000 Hz"):
+            superresolve_wide(model, wide, rate)
+
+
+def test_a_wide_input_runs_the_spectral_model_at_its_own_level(tmp_path: Path) -> None:
+    config = preset("bwe-tiny", patch=2048, hr_rate=HR_RATE, high_band_gain=0.5)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        model.amp_out.bias.fill_(2.0)  # a loud painted band, so its level shows
+    # Noise that fades in and out: a signal cut off at its ends would put a click's broadband
+    # energy above 5 kHz whatever the level.
+    noise = np.random.default_rng(0).standard_normal(8000) * np.hanning(8000)
+    wide = (0.1 * noise).astype(np.float32)
+
+    def high_band_energy(wide_input_gain: float | None) -> float:
+        model.config = dataclasses.replace(config, wide_input_gain=wide_input_gain)
+        out = superresolve_wide(model, wide, HR_RATE // 2)
+        assert model.config.wide_input_gain == wide_input_gain  # restored
+        spectrum = np.abs(np.fft.rfft(out)) ** 2
+        return float(spectrum[len(spectrum) * 5 // 8 :].sum())  # above 5 kHz
+
+    assert high_band_energy(0.25) == pytest.approx(high_band_energy(None) / 4, rel=0.05)
+    with pytest.raises(ValueError, match="wide_input_gain is an amplitude factor"):
+        dataclasses.replace(config, wide_input_gain=1.5)

@@ -18,6 +18,7 @@ from models.audio.calibrate import (
     CALIBRATION_LIMITS,
     GAINS,
     PASS_SHARES,
+    WIDE_GAINS,
     calibrate,
     choose_gain,
     choose_pass_below,
@@ -143,6 +144,12 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     for key, edge in (("pass_below", "other"), ("pass_below_sharp_edge", "sharp")):
         assert config[key] == record[key] == result[key]
         assert record[key] == choose_pass_below(record["pass_rows"], edge)
+    # Inputs at 8 kHz keep their own band and get their own level of the painted one.
+    assert config["wide_input_gain"] == record["wide_input_gain"] == result["wide_input_gain"]
+    assert record["wide_input_gain"] == choose_gain(record["wide_rows"])
+    assert {row["gain"] for row in record["wide_rows"]} == set(WIDE_GAINS)
+    for row in record["wide_rows"]:
+        assert row["lsd_over_sinc"] > 0
     assert record["filters"] == ["soxr"]  # the run's own filter, not the random family
     assert {row["pass_below"] for row in record["pass_rows"]} == set(PASS_SHARES)
     # Calibrating again starts from the trained settings, not from the last choice.

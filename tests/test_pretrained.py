@@ -282,6 +282,14 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
     assert metrics["lsd_parts_mean_at_spline_snr"] == pytest.approx(
         sum(credited) / len(credited), abs=1e-3
     )
+    # And on the same test files at 8 kHz, where the input's own band is kept.
+    wide = metrics["wide_input"]
+    assert wide["input_rate"] == 8000
+    assert set(wide["by_source"]) == tested
+    for name, row in [("all", wide), *wide["by_source"].items()]:
+        assert {"lsd", "sinc_lsd", "spline_lsd", "snr_db", "spline_snr_db"} <= set(row)
+        at_4_khz = metrics if name == "all" else metrics["by_source"][name]
+        assert row["snr_db"] > at_4_khz["snr_db"]  # far more of the signal is given
     robustness = metrics["robustness"]
     assert robustness["seen_filters"] == ["soxr", "cheby", "fir", "none"]
     assert [r["eval_filter"] for r in robustness["rows"]][-2:] == ["butter", "ellip"]
@@ -292,6 +300,7 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
     card = (shipped / "README.md").read_text()
     assert "unseen filters" in card
     assert "all: test LSD (model / sinc / spline)" in card
+    assert "at 8 kHz inputs: test LSD" in card
     # The headline, the first row of the card's metrics, is what the next export must beat.
     assert card.index("| lsd_parts_mean_at_spline_snr |") < card.index("| lsd_parts_mean |")
 

@@ -19,6 +19,7 @@ from datasets.audio.signals import (
     STOPBAND_START,
     UNSEEN_FILTERS,
     alias_frequency,
+    crossover,
     decimate,
     has_sharp_band_edge,
     quantize_uniform,
@@ -235,3 +236,21 @@ def test_spline_interpolates_and_beats_nothing_on_smooth_signals() -> None:
     np.testing.assert_allclose(up[::4], lr, atol=1e-6)
     assert sqnr_db(x, up) > 40
     assert len(spline_upsample(lr[:1], 4, 7)) == 7
+
+
+def test_a_crossover_of_a_signal_with_itself_is_the_signal() -> None:
+    x = np.random.default_rng(0).standard_normal(9001).astype(np.float32)
+    np.testing.assert_allclose(crossover(x, x, 16000, 3900.0, 200.0), x, atol=1e-5)
+
+
+def test_a_crossover_takes_each_band_from_its_own_signal() -> None:
+    """Below the crossover the first signal's band, above it the second's; a tone 200 Hz from
+    the edge is untouched by the other side."""
+    rate, n = 16000, 16000
+    low, high = tone(1000.0, n, fs=rate), tone(6000.0, n, fs=rate)
+    out = crossover(low + 0.5 * high, 0.25 * low + high, rate, 3900.0, 200.0)
+    assert sqnr_db(low + high, out) > 80
+    near = tone(3700.0, n, fs=rate)
+    assert sqnr_db(near, crossover(near, np.zeros(n), rate, 3900.0, 200.0)) > 80
+    with pytest.raises(ValueError, match="crossover of"):
+        crossover(low, high[:-1], rate, 3900.0, 200.0)

@@ -210,3 +210,21 @@ def has_sharp_band_edge(x: np.ndarray) -> bool:
         below - level(SHARP_EDGE_ABOVE) >= SHARP_EDGE_DROP_DB
         and below - level(SHARP_EDGE_BODY) >= SHARP_EDGE_INTACT_DB
     )
+
+
+def crossover(
+    below: np.ndarray, above: np.ndarray, rate: int, edge_hz: float, width_hz: float
+) -> np.ndarray:
+    """`below`'s band under `edge_hz` and `above`'s band over it, joined by a raised-cosine
+    crossover `width_hz` wide centred on the edge (equal-length signals at `rate`). The two
+    weights sum to 1 at every frequency, so `crossover(x, x, ...)` is `x`; applied to the whole
+    signal's DFT, it is a zero-phase filter pair with no seam in time."""
+    below, above = np.asarray(below, dtype=np.float64), np.asarray(above, dtype=np.float64)
+    if below.shape != above.shape:
+        raise ValueError(f"crossover of {below.shape} and {above.shape} samples")
+    n = len(below)
+    frequencies = np.fft.rfftfreq(n, 1.0 / rate)
+    ramp = np.clip((edge_hz - frequencies) / width_hz + 0.5, 0.0, 1.0)
+    weight = 0.5 - 0.5 * np.cos(np.pi * ramp)  # 1 under the crossover, 0 over it
+    spectrum = weight * np.fft.rfft(below) + (1.0 - weight) * np.fft.rfft(above)
+    return np.fft.irfft(spectrum, n).astype(np.float32)

@@ -1,6 +1,7 @@
 """Choose the inference settings of the spectral model on validation files: `BWEConfig.pass_below`
-and `pass_below_sharp_edge` (how far up the output keeps the input's own band) and
-`high_band_gain` (the level of the band above the input's Nyquist frequency).
+and `pass_below_sharp_edge` (how far up the output keeps the input's own band),
+`high_band_gain` (the level of the band above the input's Nyquist frequency) and
+`wide_input_gain` (that level for inputs wider than the model's).
 
 The input's band near the anti-aliasing filter's edge: the network is trained with a random
 filter per file and predicts the band from `keep_below` (0.75 of the input's Nyquist frequency)
@@ -24,7 +25,13 @@ keeps most of the LSD gain and gives back the SNR. `choose_gain` keeps the large
 `GAINS` at which the model's mean SNR is at least the spline's on every part (on inputs made
 with the evaluation filter); when none is, the one whose worst part is best.
 
-`calibrate` runs both on the first seconds of a spread of validation files per part, writes
+Inputs wider than the model's (8 kHz files to the 4 -> 16 kHz model) keep their own band up to
+their Nyquist frequency (`models.audio.infer.superresolve_wide`); the painted band above it
+then adds its energy to a far smaller error (on validation speech at 8 kHz the spline's SNR is
+33 dB, at 4 kHz 11 dB), so `wide_table` and `choose_gain` pick its own level,
+`wide_input_gain`, on the same files taken to half the output rate.
+
+`calibrate` runs them all on the first seconds of a spread of validation files per part, writes
 them into the model's `config.json` and the tables (with LSD beside SNR and the trained level's
 correlation with the truth per band) to `calibration.json`.
 """
@@ -35,6 +42,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,18 +54,28 @@ from datasets.audio.signals import FILTERS, has_sharp_band_edge, sinc_upsample, 
 from datasets.io import write_json_atomic
 from models.audio.bwe import BandwidthExtender
 from models.audio.evaluate import eval_filter, read_hr, run_pairs_info, split_files
-from models.audio.infer import fit_length, load_model, superresolve
+from models.audio.infer import (
+    WIDE_RATIO,
+    fit_length,
+    load_model,
+    superresolve,
+    superresolve_wide,
+)
 from models.audio.metrics import band_cross_powers, evaluate_pair, lsd, snr_db
 from models.checkpoint import CONFIG_FILE
 
 GAINS = (1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15)
+# Levels tried for wide inputs (`BWEConfig.wide_input_gain`), calibrated on inputs at the
+# output rate over `WIDE_RATIO`: their own band leaves a far smaller error for the painted band
+# to add to, so the levels go lower.
+WIDE_GAINS = (0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03)
 # Shares of the input's Nyquist frequency up to which the output may take the input's band.
 PASS_SHARES = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 # Bands (Hz, at 16 kHz) of the correlation between the trained model's output and the truth.
 CORRELATION_EDGES = [0.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0]
 CALIBRATION_FILE = "calibration.json"
 # The `BWEConfig` fields `calibrate` chooses (and records under these names).
-CALIBRATED_SETTINGS = ("pass_below", "pass_below_sharp_edge", "high_band_gain")
+CALIBRATED_SETTINGS = ("pass_below", "pass_below_sharp_edge", "high_band_gain", "wide_input_gain")
 # Per profile: (files per part, first seconds of each).
 CALIBRATION_LIMITS: dict[str, tuple[int, float]] = {
     "tiny": (2, 2.0),
@@ -159,10 +177,54 @@ def gain_table(
     """One row per (part, gain): the mean SNR and LSD of the model at that high-band gain over
     the part's files, beside the spline's SNR and the sinc's LSD; at the trained gain also the
     correlation with the reference per band of `CORRELATION_EDGES` (`band_cross_powers`)."""
-    ratio, rate = model.config.ratio, model.config.hr_rate
+    trained, rate = model.config, model.config.hr_rate
+    cross: dict[str, np.ndarray] = {}
+
+    def add_cross_powers(part: str, gain: float, hr: np.ndarray, estimate: np.ndarray) -> None:
+        if gain == trained.high_band_gain:
+            powers = band_cross_powers(hr, estimate, rate, CORRELATION_EDGES)
+            cross[part] = cross.get(part, 0) + powers
+
+    per_file = _per_file_rows(
+        model,
+        references,
+        filter,
+        trained.ratio,
+        "high_band_gain",
+        gains,
+        superresolve,
+        add_cross_powers,
+    )
+    rows = _mean_rows(per_file, gains)
+    for row in rows:
+        if row["gain"] == trained.high_band_gain and row["part"] in cross:
+            sums = cross[row["part"]]
+            correlation = sums[:, 0] / np.sqrt(np.maximum(sums[:, 1] * sums[:, 2], 1e-30))
+            row["correlation"] = {
+                f"{low:.0f}-{high:.0f} Hz": round(float(value), 3)
+                for (low, high), value in zip(
+                    itertools.pairwise(CORRELATION_EDGES), correlation, strict=True
+                )
+            }
+    return rows
+
+
+def _per_file_rows(
+    model: BandwidthExtender,
+    references: list[tuple[str, np.ndarray]],
+    filter: str,
+    ratio: int,
+    setting: str,
+    gains: tuple[float, ...],
+    run: Callable[[BandwidthExtender, np.ndarray], np.ndarray],
+    on_estimate: Callable[[str, float, np.ndarray, np.ndarray], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Per reference and gain, the model's SNR and LSD with the config field `setting` at that
+    gain, on the reference degraded by `ratio` and rebuilt by `run(model, input)`, beside the
+    spline's SNR and the sinc's LSD of that input; `on_estimate(part, gain, reference,
+    estimate)` sees every estimate. The model's config is restored afterwards."""
     trained = model.config
     per_file: list[dict[str, Any]] = []
-    cross: dict[str, np.ndarray] = {}
     try:
         for part, hr in references:
             lr = degrade(hr, ratio, filter)
@@ -172,41 +234,55 @@ def gain_table(
                 "sinc_lsd": lsd(hr, sinc_upsample(lr, ratio, len(hr))),
             }
             for gain in gains:
-                model.config = dataclasses.replace(trained, high_band_gain=gain)
-                estimate = fit_length(superresolve(model, lr), len(hr))
-                metrics = evaluate_pair(hr, estimate, ratio)
-                per_file.append({**baseline, "gain": gain, **metrics})
-                if gain == trained.high_band_gain:
-                    powers = band_cross_powers(hr, estimate, rate, CORRELATION_EDGES)
-                    cross[baseline["part"]] = cross.get(baseline["part"], 0) + powers
+                model.config = dataclasses.replace(trained, **{setting: gain})
+                estimate = fit_length(run(model, lr), len(hr))
+                per_file.append({**baseline, "gain": gain, **evaluate_pair(hr, estimate, ratio)})
+                if on_estimate is not None:
+                    on_estimate(part, gain, hr, estimate)
     finally:
         model.config = trained
+    return per_file
+
+
+def _mean_rows(per_file: list[dict[str, Any]], gains: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Per (part, gain), the means of per-file rows (part, gain, snr_db, spline_snr_db, lsd,
+    sinc_lsd): the SNR over the spline's and the LSD over the sinc's."""
     rows = []
     for part in sorted({r["part"] for r in per_file}):
         for gain in gains:
             chosen = [r for r in per_file if r["part"] == part and r["gain"] == gain]
             mean = {k: float(np.mean([r[k] for r in chosen])) for k in chosen[0] if k != "part"}
-            row = {
-                "part": part,
-                "gain": gain,
-                "n_files": len(chosen),
-                "snr_db": round(mean["snr_db"], 3),
-                "spline_snr_db": round(mean["spline_snr_db"], 3),
-                "snr_over_spline_db": round(mean["snr_db"] - mean["spline_snr_db"], 3),
-                "lsd": round(mean["lsd"], 3),
-                "lsd_over_sinc": round(mean["lsd"] / mean["sinc_lsd"], 3),
-            }
-            if gain == trained.high_band_gain and part in cross:
-                sums = cross[part]
-                correlation = sums[:, 0] / np.sqrt(np.maximum(sums[:, 1] * sums[:, 2], 1e-30))
-                row["correlation"] = {
-                    f"{low:.0f}-{high:.0f} Hz": round(float(value), 3)
-                    for (low, high), value in zip(
-                        itertools.pairwise(CORRELATION_EDGES), correlation, strict=True
-                    )
+            rows.append(
+                {
+                    "part": part,
+                    "gain": gain,
+                    "n_files": len(chosen),
+                    "snr_db": round(mean["snr_db"], 3),
+                    "spline_snr_db": round(mean["spline_snr_db"], 3),
+                    "snr_over_spline_db": round(mean["snr_db"] - mean["spline_snr_db"], 3),
+                    "lsd": round(mean["lsd"], 3),
+                    "lsd_over_sinc": round(mean["lsd"] / mean["sinc_lsd"], 3),
                 }
-            rows.append(row)
+            )
     return rows
+
+
+def wide_table(
+    model: BandwidthExtender,
+    references: list[tuple[str, np.ndarray]],
+    filter: str,
+    gains: tuple[float, ...] = WIDE_GAINS,
+) -> list[dict[str, Any]]:
+    """`gain_table` for inputs at half the output rate (`WIDE_RATIO`: 8 kHz to a 4 -> 16 kHz
+    model), super-resolved by `superresolve_wide` at each `wide_input_gain`; the baselines are
+    the spline and the sinc of that input."""
+    rate = model.config.hr_rate // WIDE_RATIO
+
+    def run(model: BandwidthExtender, wide: np.ndarray) -> np.ndarray:
+        return superresolve_wide(model, wide, rate)
+
+    per_file = _per_file_rows(model, references, filter, WIDE_RATIO, "wide_input_gain", gains, run)
+    return _mean_rows(per_file, gains)
 
 
 def choose_gain(rows: list[dict[str, Any]]) -> float:
@@ -226,18 +302,22 @@ def calibrate(
     per_part: int = CALIBRATION_LIMITS["full"][0],
     max_seconds: float = CALIBRATION_LIMITS["full"][1],
 ) -> dict[str, Any]:
-    """Set `pass_below` and `pass_below_sharp_edge`, then `high_band_gain`, in `model_dir`'s
-    config.json from `split`'s files (module doc); write both tables to `calibration.json`.
-    Returns {"pass_below", "pass_below_sharp_edge", "high_band_gain", "split", "filter",
-    "filters", "pass_rows", "rows"}; without files in `split` all stay as trained and the
-    tables are empty."""
+    """Set `pass_below` and `pass_below_sharp_edge`, then `high_band_gain`, then
+    `wide_input_gain`, in `model_dir`'s config.json from `split`'s files (module doc); write
+    the tables to `calibration.json`. Returns {"pass_below", "pass_below_sharp_edge",
+    "high_band_gain", "wide_input_gain", "split", "filter", "filters", "pass_rows", "rows",
+    "wide_rows"}; without files in `split` all stay as trained and the tables are empty."""
     model_dir = Path(model_dir)
     model = load_model(model_dir, "cpu")
     if not isinstance(model, BandwidthExtender):
         raise ValueError(f"{model_dir}: only the spectral model has bands to calibrate")
     # From the settings it was trained with, so calibrating twice gives the same choice.
     model.config = dataclasses.replace(
-        model.config, pass_below=None, pass_below_sharp_edge=None, high_band_gain=1.0
+        model.config,
+        pass_below=None,
+        pass_below_sharp_edge=None,
+        high_band_gain=1.0,
+        wide_input_gain=None,
     )
     references = read_references(
         data_dir, spread_files(split_files(data_dir, split), per_part), max_seconds
@@ -255,6 +335,10 @@ def calibrate(
     rows = gain_table(model, references, filter)
     if rows:
         model.config = dataclasses.replace(model.config, high_band_gain=choose_gain(rows))
+    # A model whose input rate is the output's over WIDE_RATIO has no wider inputs.
+    wide_rows = wide_table(model, references, filter) if model.config.ratio > WIDE_RATIO else []
+    if wide_rows:
+        model.config = dataclasses.replace(model.config, wide_input_gain=choose_gain(wide_rows))
     config = model.config
     record = {
         **{key: getattr(config, key) for key in CALIBRATED_SETTINGS},
@@ -263,6 +347,7 @@ def calibrate(
         "filters": list(filters),
         "pass_rows": pass_rows,
         "rows": rows,
+        "wide_rows": wide_rows,
     }
     write_json_atomic(model_dir / CALIBRATION_FILE, record)
     write_json_atomic(model_dir / CONFIG_FILE, dataclasses.asdict(config))
@@ -271,8 +356,8 @@ def calibrate(
 
 def main(argv: list[str] | None = None) -> None:
     """Calibrate a trained spectral model's inference bands (`pass_below`,
-    `pass_below_sharp_edge`, `high_band_gain`) on a data directory's validation files; prints
-    the choice and the tables as JSON."""
+    `pass_below_sharp_edge`, `high_band_gain`, `wide_input_gain`) on a data directory's
+    validation files; prints the choice and the tables as JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", required=True, help="a run directory of the spectral model")
     parser.add_argument("--data-dir", required=True, help="holds audio/files.parquet")

@@ -21,12 +21,14 @@ from datasets.audio.pairs import degrade
 from datasets.audio.signals import FILTERS, sinc_upsample, spline_upsample
 from datasets.io import write_json_atomic
 from models.audio.infer import (
+    WIDE_RATIO,
     AudioModel,
     fit_length,
     load_model,
     low_rate,
     spectrogram_png,
     superresolve,
+    superresolve_wide,
 )
 from models.audio.metrics import band_energy_shares, evaluate_pair
 from models.audio.train import TRAIN_JSON, trained_world_size
@@ -52,11 +54,19 @@ def read_hr(data_dir: str | Path, row: dict, max_seconds: float | None = None) -
     return hr
 
 
-def reconstruct(model: AudioModel, lr: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """The three reconstructions of `n` high-rate samples from `lr`."""
-    ratio = model.config.ratio
+def reconstruct(
+    model: AudioModel, lr: np.ndarray, n: int, input_ratio: int | None = None
+) -> dict[str, np.ndarray]:
+    """The three reconstructions of `n` high-rate samples from `lr`: an input at the model's
+    rate, or with `input_ratio` (below the model's ratio) a wide input at hr_rate / input_ratio
+    (`superresolve_wide`)."""
+    ratio = input_ratio or model.config.ratio
+    if input_ratio is None:
+        estimate = superresolve(model, lr)
+    else:
+        estimate = superresolve_wide(model, lr, model.config.hr_rate // input_ratio)
     return {
-        "model": fit_length(superresolve(model, lr), n),
+        "model": fit_length(estimate, n),
         "spline": spline_upsample(lr, ratio, n),
         "sinc": sinc_upsample(lr, ratio, n),
     }
@@ -70,11 +80,13 @@ def evaluate_files(
     bits: int | None = None,
     max_seconds: float | None = None,
     band_edges: list[float] | None = None,
+    input_ratio: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (file, method): file_id, method, filter, snr_db, lsd, lsd_hf; with
     `band_edges` (Hz) also `band_errors`, the error energy per band as a share of the file's
-    energy, and one row per file of method "signal" with the file's own shares."""
-    ratio, rate = model.config.ratio, model.config.hr_rate
+    energy, and one row per file of method "signal" with the file's own shares. With
+    `input_ratio` the inputs are wide ones at hr_rate / input_ratio (`reconstruct`)."""
+    ratio, rate = input_ratio or model.config.ratio, model.config.hr_rate
     rows = []
     for row in files:
         hr = read_hr(data_dir, row, max_seconds)
@@ -83,7 +95,7 @@ def evaluate_files(
         if band_edges is not None:
             own = band_energy_shares(hr, hr, rate, band_edges)
             rows.append({**keys, "method": "signal", "band_errors": own})
-        for method, estimate in reconstruct(model, lr, len(hr)).items():
+        for method, estimate in reconstruct(model, lr, len(hr), input_ratio).items():
             metrics = evaluate_pair(hr, estimate, ratio)
             if band_edges is not None:
                 metrics["band_errors"] = band_energy_shares(hr, estimate - hr, rate, band_edges)
@@ -166,6 +178,29 @@ def evaluate_run(
     return metrics
 
 
+def evaluate_wide_inputs(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    max_files: int | None = None,
+    max_seconds: float | None = None,
+) -> dict[str, Any]:
+    """The model in `run_dir` on wide inputs: `split`'s files (the first `max_files`, their
+    first `max_seconds`) at hr_rate / `WIDE_RATIO` (`superresolve_wide`), made with the
+    evaluation filter: the summary, per part, beside the spline and sinc of those inputs."""
+    model = load_model(run_dir)
+    files = split_files(data_dir, split, max_files)
+    filter = eval_filter(run_pairs_info(run_dir)["filter"])
+    rows = evaluate_files(model, data_dir, files, filter, None, max_seconds, None, WIDE_RATIO)
+    return {
+        **summarize(rows),
+        "input_rate": model.config.hr_rate // WIDE_RATIO,
+        "filter": filter,
+        "max_seconds": max_seconds,
+        "by_source": by_source(rows, files),
+    }
+
+
 def write_examples(
     run_dir: str | Path,
     data_dir: str | Path,
@@ -218,6 +253,14 @@ def main(argv: list[str] | None = None) -> None:
         "--filter", default=None, help="default: the run's training filter (soxr for random)"
     )
     parser.add_argument(
+        "--input-rate",
+        type=int,
+        default=None,
+        metavar="HZ",
+        help="inputs at this rate (hr_rate over an integer, above the model's input rate: 8000 "
+        "for the 4 -> 16 kHz model), their own band kept; default: the model's input rate",
+    )
+    parser.add_argument(
         "--bands",
         type=float,
         nargs="*",
@@ -241,12 +284,35 @@ def main(argv: list[str] | None = None) -> None:
     edges = None
     if args.bands is not None:
         edges = [0.0, *sorted(args.bands), model.config.hr_rate / 2 + 1]
-    evaluated = evaluate_files(model, args.data_dir, files, filter, None, args.seconds, edges)
+    input_ratio = None
+    if args.input_rate is not None:
+        input_ratio = model.config.hr_rate // args.input_rate
+        if (
+            model.config.hr_rate % args.input_rate
+            or not low_rate(model.config) < args.input_rate < model.config.hr_rate
+        ):
+            parser.error(
+                f"--input-rate {args.input_rate}: not {model.config.hr_rate} Hz over an integer "
+                f"above the model's input rate {low_rate(model.config)} Hz"
+            )
+    evaluated = evaluate_files(
+        model, args.data_dir, files, filter, None, args.seconds, edges, input_ratio
+    )
     measured = [r for r in evaluated if r["method"] != "signal"]
     summary = {**summarize(measured), "by_source": by_source(measured, files)}
     if edges is not None:
         summary["bands"] = {"edges_hz": edges, **mean_band_errors(evaluated)}
-    print(json.dumps({"split": args.split, "prefix": args.prefix, "filter": filter, **summary}))
+    print(
+        json.dumps(
+            {
+                "split": args.split,
+                "prefix": args.prefix,
+                "filter": filter,
+                "input_rate": args.input_rate or low_rate(model.config),
+                **summary,
+            }
+        )
+    )
 
 
 def mean_band_errors(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
