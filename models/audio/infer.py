@@ -149,8 +149,8 @@ def superresolve(
 
 
 # The crossover from a wide input's own band to the model's, ending at the input's Nyquist
-# frequency: soxr keeps a band whole to 0.95 of it and the validation files lost nothing to a
-# crossover there against 10-20% lower (`models.audio.calibrate.wide_table`).
+# frequency: on validation files at 8 kHz made with each training filter, a crossover there had
+# the best SNR against ones ending at 0.8-0.95 of it (docs/AUDIO_MODEL.md, Inference).
 WIDE_CROSSOVER_HZ = 200.0
 # Wide inputs are calibrated and scored at the output rate over this (8 kHz at 16 kHz).
 WIDE_RATIO = 2
@@ -192,10 +192,10 @@ def spectrogram_png(
     title: str = "",
     input_rate: float | None = None,
 ) -> Path:
-    """Input (at `input_rate`, default the model's input rate), model output and (when there is
-    one) the high-res reference side by side, on the same frequency axis (0 .. hr_rate / 2) and
-    colour scale."""
-    panels = [("input", lr, input_rate or hr_rate / ratio), ("model", estimate, hr_rate)]
+    """Low-res input (at `input_rate`, default the model's input rate), model output and (when
+    there is one) the high-res reference side by side, on the same frequency axis
+    (0 .. hr_rate / 2) and colour scale."""
+    panels = [("low-res input", lr, input_rate or hr_rate / ratio), ("model", estimate, hr_rate)]
     if reference is not None:
         panels.append(("high-res reference", reference, hr_rate))
     # The object-oriented Figure needs no pyplot backend and keeps no global figure state.
