@@ -18,9 +18,12 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from datasets.audio.signals import FILTERS
-from datasets.io import PROJECT_ROOT, sha256_json
+from datasets.io import PROJECT_ROOT, code_version, sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
-from models.audio import mismatch
+from models.audio import bwe, infer, mismatch
+from models.audio import calibrate as calibration
+from models.audio import config as model_configs
+from models.audio import metrics as audio_metrics
 from models.audio.calibrate import CALIBRATED_SETTINGS, CALIBRATION_LIMITS, calibrate
 from models.audio.config import EVAL_LIMITS, profile_config
 from models.audio.data import read_pairs_info
@@ -48,6 +51,12 @@ def models_dir(data_dir: str) -> Path:
     return Path(data_dir) / "models" / "audio"
 
 
+def calibration_code_version() -> str:
+    """The source of the modules a calibration runs: its tables, the model at inference and
+    the metrics it chooses by."""
+    return code_version(calibration, bwe, infer, model_configs, audio_metrics)
+
+
 def _train(
     pairs: Path,
     run_dir: Path,
@@ -61,7 +70,11 @@ def _train(
     """Train unless the run's stamp says this config already finished on this data: in this
     process, or data-parallel in the ranks `launch` starts."""
     config = profile_config(profile, seed, **overrides)
-    key = sha256_json([dataclasses.asdict(config), data_key])
+    # The spectral model's run ends with its calibration, so the code that calibrates is part of
+    # what the stamp vouches for: a changed calibration recalibrates the finished run (resumed
+    # from its last checkpoint, no step trained) instead of keeping the old choice.
+    calibrated = [calibration_code_version()] if overrides.get("arch") == "bwe" else []
+    key = sha256_json([dataclasses.asdict(config), data_key, *calibrated])
     recorded = reuse_stamp(run_dir, key, [run_dir / "config.json"])
     logger = get_run_logger()
     if recorded is not None:

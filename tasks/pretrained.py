@@ -199,6 +199,23 @@ def _audio_row(summary: dict[str, Any]) -> dict[str, float]:
     return row
 
 
+def _level_note(metrics: dict[str, Any]) -> str:
+    """How the card's model sets the level of the band it paints, for its notes."""
+    gain, budget = metrics["high_band_gain"], metrics["high_band_budget"]
+    if budget is None:
+        return (
+            f"at the level {gain}, the largest at which the SNR is at least the spline's on "
+            "every part."
+        )
+    return (
+        "at a level per input: the largest, up to the trained level, at which the painted "
+        f"band's energy is at most {budget} times the energy by which the output below 2 kHz "
+        f"corrects the spline input. {budget} is the largest budget at which the SNR is at "
+        "least the spline's on every part, and its LSD there was lower than at the best single "
+        f"level ({gain})."
+    )
+
+
 @task(name="pretrained-export-superres", cache_policy=NO_CACHE)
 def export_superres_model(
     result: dict[str, Any], corpus: str, out_dir: str, command: str, force: bool = False
@@ -294,9 +311,7 @@ def export_superres_model(
             f"{metrics['pass_below_sharp_edge']} of its Nyquist frequency where the input has "
             "a sharp band edge (as a high-quality resampler such as soxr leaves it), else up to "
             f"{metrics['pass_below']}, the shares with the best SNR over the training filters; "
-            "and the band above 2 kHz at the level "
-            f"{metrics['high_band_gain']}, the largest at which the SNR is at least the "
-            "spline's on every part. "
+            f"and the band above 2 kHz {_level_note(metrics)} "
             "`--high-band-gain 1` paints it at the trained level for one file: brighter, a lower "
             "LSD, a lower SNR.",
             "Wider inputs (any rate between 4 and 16 kHz): the output keeps the input's own band "

@@ -146,6 +146,22 @@ def test_the_high_band_gain_scales_only_the_band_above_the_inputs_nyquist():
         BWEConfig(high_band_gain=1.5)
 
 
+def test_the_two_bands_sum_to_the_output_at_any_level():
+    config = preset("bwe-tiny", patch=2048, hr_rate=16000, high_band_gain=0.4)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        model.amp_out.bias.fill_(1.0)  # a band loud enough to tell the levels apart
+        x = torch.randn(3, 1, 4096, generator=torch.Generator().manual_seed(1))
+        bands = model.bands(x)
+        assert bands.shape == (3, 2, 4096)
+        torch.testing.assert_close(model(x)[:, 0], bands[:, 0] + 0.4 * bands[:, 1])
+        # The second band is all above the input's Nyquist frequency (2 kHz of 8).
+        spectrum = torch.fft.rfft(bands[:, 1, 512:-512]).abs() ** 2
+        assert spectrum[:, : spectrum.shape[1] // 4 - 24].sum() < 1e-3 * spectrum.sum()
+    with pytest.raises(ValueError, match="high_band_budget"):
+        BWEConfig(high_band_budget=-0.5)
+
+
 def test_pass_below_takes_the_inputs_band_up_to_its_share_in_place_of_the_prediction():
     """At inference the band between keep_below and pass_below is the input's, with the
     spline's droop undone: the same output as a network built to keep that band itself."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.audio.calibrate import choose_gain, choose_pass_below, spread_files
+from models.audio.calibrate import choose_budget, choose_gain, choose_pass_below, spread_files
 
 
 def rows(margins: dict[float, dict[str, float]]) -> list[dict]:
@@ -28,6 +28,24 @@ def test_it_keeps_the_loudest_band_at_which_every_part_beats_the_spline() -> Non
 def test_when_no_level_beats_the_spline_it_keeps_the_one_whose_worst_part_is_best() -> None:
     table = rows({1.0: {"a": -2.0, "b": 1.0}, 0.5: {"a": -0.4, "b": 0.5}, 0.3: {"a": -0.6}})
     assert choose_gain(table) == 0.5
+
+
+def with_lsd(table: list[dict], lsd: dict[float, float]) -> list[dict]:
+    return [row | {"lsd": lsd[row["gain"]]} for row in table]
+
+
+def test_a_budget_replaces_the_one_level_only_where_it_holds_the_snr_with_a_lower_lsd() -> None:
+    levels = with_lsd(
+        rows({0.3: {"a": 0.1, "b": 0.2}, 0.2: {"a": 0.2, "b": 0.3}}), {0.3: 1.6, 0.2: 1.7}
+    )
+    budgets = rows({1.5: {"a": -0.1, "b": 0.4}, 1.0: {"a": 0.05, "b": 0.5}})
+    assert choose_budget(with_lsd(budgets, {1.5: 1.3, 1.0: 1.4}), levels, 0.3) == 1.0
+    # No lower LSD than the level's at its own choice: the level stays.
+    assert choose_budget(with_lsd(budgets, {1.5: 1.3, 1.0: 1.65}), levels, 0.3) is None
+    # No budget holds the spline's SNR on every part: the level stays.
+    failing = rows({1.0: {"a": -0.05, "b": 0.5}, 0.5: {"a": -0.01, "b": 0.6}})
+    assert choose_budget(with_lsd(failing, {1.0: 1.0, 0.5: 1.1}), levels, 0.3) is None
+    assert choose_budget([], levels, 0.3) is None
 
 
 def test_files_are_spread_over_each_part() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,13 @@ from datasets.io import write_json_atomic
 from models.audio.bwe import BandwidthExtender
 from models.audio.config import preset
 from models.audio.infer import (
+    budget_level,
     crossfade_window,
     load_model,
     run_chunked,
     superresolve,
+    superresolve_at_level,
+    superresolve_bands,
     superresolve_file,
     superresolve_wide,
 )
@@ -258,3 +262,47 @@ def test_a_wide_input_runs_the_spectral_model_at_its_own_level(tmp_path: Path) -
     assert high_band_energy(0.25) == pytest.approx(high_band_energy(None) / 4, rel=0.05)
     with pytest.raises(ValueError, match="wide_input_gain is an amplitude factor"):
         dataclasses.replace(config, wide_input_gain=1.5)
+
+
+def test_a_budget_gives_each_input_the_level_whose_painted_energy_it_allows() -> None:
+    """`high_band_budget`: the painted band's energy is the budget times the correction's (the
+    output below 2 kHz minus the spline input), capped at the trained level."""
+    config = preset("bwe-tiny", patch=2048, hr_rate=HR_RATE, high_band_gain=0.5)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        model.amp_out.bias.fill_(2.0)  # a loud painted band: the budget must turn it down
+    noise = np.random.default_rng(0).standard_normal(4000) * np.hanning(4000)
+    lr = (0.1 * noise).astype(np.float32)
+    x, below, above = superresolve_bands(model, lr)
+    correction = float(np.sum((below.astype(np.float64) - x) ** 2))
+    painted = float(np.sum(above.astype(np.float64) ** 2))
+    assert painted > 0
+    assert correction > 0
+    for budget in (0.02, 0.2):  # both under 1's level here
+        model.config = dataclasses.replace(config, high_band_budget=budget)
+        estimate, level = superresolve_at_level(model, lr)
+        assert level == pytest.approx(math.sqrt(budget * correction / painted))
+        assert level < 1.0
+        np.testing.assert_allclose(estimate, below + np.float32(level) * above, atol=1e-6)
+        assert float(np.sum((level * above) ** 2)) == pytest.approx(budget * correction, rel=1e-4)
+    model.config = dataclasses.replace(config, high_band_budget=1e6)
+    assert superresolve_at_level(model, lr)[1] == 1.0  # never above the trained level
+    # No budget: the one level; nothing painted: 1; the U-Net: none.
+    model.config = config
+    assert superresolve_at_level(model, lr)[1] == 0.5
+    assert budget_level(x, below, np.zeros_like(above), 0.5) == 1.0
+    assert superresolve_at_level(busy_model(), lr)[1] is None
+
+
+def test_a_level_given_for_one_file_overrides_the_budget(
+    tmp_path: Path, audio_renders: dict[str, list[Path]]
+) -> None:
+    config = preset("bwe-tiny", patch=2048, hr_rate=HR_RATE, high_band_budget=0.5)
+    model = BandwidthExtender(config, torch.Generator().manual_seed(0))
+    run_dir = write_run(tmp_path / "run", model)
+    source = audio_renders["test"][0]
+    budgeted = superresolve_file(run_dir, source, tmp_path / "b.wav")
+    assert 0.0 <= budgeted["high_band_gain"] <= 1.0
+    assert (
+        superresolve_file(run_dir, source, tmp_path / "g.wav", None, 0.7)["high_band_gain"] == 0.7
+    )

@@ -12,14 +12,17 @@ import torch
 from prefect import flow
 
 import flows.audio
+import tasks.audio_model
 from datasets.audio.files import load_audio
 from models.audio.calibrate import (
+    BUDGETS,
     CALIBRATION_FILE,
     CALIBRATION_LIMITS,
     GAINS,
     PASS_SHARES,
     WIDE_GAINS,
     calibrate,
+    choose_budget,
     choose_gain,
     choose_pass_below,
 )
@@ -129,7 +132,7 @@ def bwe_flow(data_dir: str) -> dict:
 
 
 def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
-    prefect_harness, audio_data_dir: Path, audio_renders: dict, capsys
+    prefect_harness, audio_data_dir: Path, audio_renders: dict, capsys, monkeypatch
 ) -> None:
     result = bwe_flow(str(audio_data_dir))
     run_dir = Path(result["run_dir"])
@@ -144,6 +147,13 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     for key, edge in (("pass_below", "other"), ("pass_below_sharp_edge", "sharp")):
         assert config[key] == record[key] == result[key]
         assert record[key] == choose_pass_below(record["pass_rows"], edge)
+    # A level per input replaces the one level only where the validation files say so.
+    assert config["high_band_budget"] == record["high_band_budget"] == result["high_band_budget"]
+    assert record["high_band_budget"] == choose_budget(
+        record["budget_rows"], record["rows"], record["high_band_gain"]
+    )
+    assert {row["gain"] for row in record["budget_rows"]} == set(BUDGETS)
+    assert all(0 <= row["mean_level"] <= 1 for row in record["budget_rows"])
     # Inputs at 8 kHz keep their own band and get their own level of the painted one.
     assert config["wide_input_gain"] == record["wide_input_gain"] == result["wide_input_gain"]
     assert record["wide_input_gain"] == choose_gain(record["wide_rows"])
@@ -175,3 +185,12 @@ def test_the_spectral_extender_trains_and_evaluates_in_a_flow(
     lr = load_audio(example, low_rate(model_config))
     assert printed["pass_below"] == model_config.for_input(lr).pass_below
     assert out.exists()
+
+    # A finished run is reused; a changed calibration recalibrates it without training a step.
+    assert bwe_flow(str(audio_data_dir))["reused"]
+    (run_dir / CALIBRATION_FILE).unlink()
+    monkeypatch.setattr(tasks.audio_model, "calibration_code_version", lambda: "changed")
+    again = bwe_flow(str(audio_data_dir))
+    assert not again["reused"]
+    assert again["steps"] == 10
+    assert json.loads((run_dir / CALIBRATION_FILE).read_text()) == record

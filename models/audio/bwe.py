@@ -99,11 +99,11 @@ class BandwidthExtender(nn.Module):
         c = self.config
         return torch.stft(x, c.n_fft, c.hop, c.win, self.window, center=True, return_complex=True)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x: (B, 1, L) interpolated low-res signal -> (B, 1, L). `generator` is unused (no
-        dropout); it is taken so both audio models share one call."""
+    def _spectra(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 1, L) -> the output's spectrum up to the input's Nyquist frequency (the kept,
+        passed and predicted bins) and above it at the trained level, (B, bins, frames) each
+        over their own bins."""
         c = self.config
-        length = x.shape[-1]
         spectrum = self._stft(x[:, 0])  # (B, bins, frames)
         log_amp = torch.log(spectrum.abs().clamp_min(LOG_FLOOR))
         phase = torch.angle(spectrum)
@@ -121,14 +121,37 @@ class BandwidthExtender(nn.Module):
         out_phase = torch.atan2(sin + self.imag_out(p), cos + self.real_out(p))
         out = torch.polar(amp, out_phase)
         kept = spectrum[:, : c.kept_bins] * torch.exp(self.low_gain)[None, :, None]
-        # `pass_below` and `high_band_gain` are read here, per call: calibration changes them.
+        # `pass_below` is read here, per call: calibration changes it.
         droop = spline_response(c, c.kept_bins, c.pass_bins).to(spectrum.device)
         passed = spectrum[:, c.kept_bins : c.pass_bins] / droop[None, :, None]
         predicted = out[:, c.pass_bins : c.nyquist_bin]
-        above = c.high_band_gain * out[:, c.nyquist_bin :]
-        out = torch.cat([kept, passed, predicted, above], dim=1)
-        y = torch.istft(out, c.n_fft, c.hop, c.win, self.window, center=True, length=length)
-        return y[:, None, :]
+        return torch.cat([kept, passed, predicted], dim=1), out[:, c.nyquist_bin :]
+
+    def _istft(self, spectrum: torch.Tensor, length: int) -> torch.Tensor:
+        c = self.config
+        return torch.istft(spectrum, c.n_fft, c.hop, c.win, self.window, center=True, length=length)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x: (B, 1, L) interpolated low-res signal -> (B, 1, L), the band above the input's
+        Nyquist frequency at `high_band_gain` (read per call: calibration changes it).
+        `generator` is unused (no dropout); it is taken so both audio models share one call."""
+        below, above = self._spectra(x)
+        out = torch.cat([below, self.config.high_band_gain * above], dim=1)
+        return self._istft(out, x.shape[-1])[:, None, :]
+
+    def bands(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 1, L) -> (B, 2, L): the output up to the input's Nyquist frequency, and the
+        band above it at the trained level; forward's output is the first plus
+        `high_band_gain` times the second (`models.audio.infer.superresolve` sets a level per
+        input from them, `BWEConfig.high_band_budget`)."""
+        below, above = self._spectra(x)
+        both = torch.cat(
+            [
+                torch.cat([below, torch.zeros_like(above)], dim=1),
+                torch.cat([torch.zeros_like(below), above], dim=1),
+            ]
+        )
+        return self._istft(both, x.shape[-1]).reshape(2, x.shape[0], -1).transpose(0, 1)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,7 +1,8 @@
 """Choose the inference settings of the spectral model on validation files: `BWEConfig.pass_below`
 and `pass_below_sharp_edge` (how far up the output keeps the input's own band),
-`high_band_gain` (the level of the band above the input's Nyquist frequency) and
-`wide_input_gain` (that level for inputs wider than the model's).
+`high_band_gain` (the level of the band above the input's Nyquist frequency), or in its place
+`high_band_budget` (a level per input), and `wide_input_gain` (the level for inputs wider than
+the model's).
 
 The input's band near the anti-aliasing filter's edge: the network is trained with a random
 filter per file and predicts the band from `keep_below` (0.75 of the input's Nyquist frequency)
@@ -24,6 +25,15 @@ below the spline's, whose band is empty. The log-spectral distance moves slowly 
 keeps most of the LSD gain and gives back the SNR. `choose_gain` keeps the largest level in
 `GAINS` at which the model's mean SNR is at least the spline's on every part (on inputs made
 with the evaluation filter); when none is, the one whose worst part is best.
+
+One level for every input is set by the input whose SNR it costs most. `budget_table` tries a
+level per input instead: the painted band's energy at most a budget times the energy by which
+the output below the input's Nyquist frequency corrects the spline input (`budget_level`).
+Where the painted phase is unrelated to the truth's, the first adds to the error what the second
+took from it, so a budget near 1 keeps every input near the spline's SNR, while inputs loud near
+2 kHz (drums, band mixes), whose correction is large, get a brighter band. `choose_budget`
+keeps the largest budget at which every part holds the spline's SNR, and only where the parts'
+mean LSD there is lower than at the one level.
 
 Inputs wider than the model's (8 kHz files to the 4 -> 16 kHz model) keep their own band up to
 their Nyquist frequency (`models.audio.infer.superresolve_wide`); the painted band above it
@@ -56,9 +66,11 @@ from models.audio.bwe import BandwidthExtender
 from models.audio.evaluate import eval_filter, read_hr, run_pairs_info, split_files
 from models.audio.infer import (
     WIDE_RATIO,
+    budget_level,
     fit_length,
     load_model,
     superresolve,
+    superresolve_bands,
     superresolve_wide,
 )
 from models.audio.metrics import band_cross_powers, evaluate_pair, lsd, snr_db
@@ -69,13 +81,23 @@ GAINS = (1.0, 0.7, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15)
 # output rate over `WIDE_RATIO`: their own band leaves a far smaller error for the painted band
 # to add to, so the levels go lower.
 WIDE_GAINS = (0.5, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03)
+# Budgets tried for a level per input (`BWEConfig.high_band_budget`): the painted band's energy
+# over the correction's. Near 1 each input's SNR stays near the spline's when the painted phase
+# is unrelated to the truth's.
+BUDGETS = (2.0, 1.5, 1.25, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1)
 # Shares of the input's Nyquist frequency up to which the output may take the input's band.
 PASS_SHARES = (0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
 # Bands (Hz, at 16 kHz) of the correlation between the trained model's output and the truth.
 CORRELATION_EDGES = [0.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0]
 CALIBRATION_FILE = "calibration.json"
 # The `BWEConfig` fields `calibrate` chooses (and records under these names).
-CALIBRATED_SETTINGS = ("pass_below", "pass_below_sharp_edge", "high_band_gain", "wide_input_gain")
+CALIBRATED_SETTINGS = (
+    "pass_below",
+    "pass_below_sharp_edge",
+    "high_band_gain",
+    "high_band_budget",
+    "wide_input_gain",
+)
 # Per profile: (files per part, first seconds of each).
 CALIBRATION_LIMITS: dict[str, tuple[int, float]] = {
     "tiny": (2, 2.0),
@@ -267,6 +289,58 @@ def _mean_rows(per_file: list[dict[str, Any]], gains: tuple[float, ...]) -> list
     return rows
 
 
+def budget_table(
+    model: BandwidthExtender,
+    references: list[tuple[str, np.ndarray]],
+    filter: str,
+    budgets: tuple[float, ...] = BUDGETS,
+) -> list[dict[str, Any]]:
+    """`gain_table` for a level per input: one row per (part, budget) of `budgets`
+    (`BWEConfig.high_band_budget`, under `gain`), with the mean level the inputs got. The
+    model runs once per file (`superresolve_bands`); every budget is a sum of its two bands."""
+    ratio = model.config.ratio
+    per_file: list[dict[str, Any]] = []
+    for part, hr in references:
+        lr = degrade(hr, ratio, filter)
+        x, below, above = superresolve_bands(model, lr)
+        baseline = {
+            "part": part,
+            "spline_snr_db": snr_db(hr, spline_upsample(lr, ratio, len(hr))),
+            "sinc_lsd": lsd(hr, sinc_upsample(lr, ratio, len(hr))),
+        }
+        for budget in budgets:
+            level = budget_level(x, below, above, budget)
+            estimate = fit_length(below + np.float32(level) * above, len(hr))
+            metrics = evaluate_pair(hr, estimate, ratio)
+            per_file.append({**baseline, "gain": budget, "level": level, **metrics})
+    rows = _mean_rows(per_file, budgets)
+    for row in rows:
+        levels = [
+            r["level"] for r in per_file if (r["part"], r["gain"]) == (row["part"], row["gain"])
+        ]
+        row["mean_level"] = round(float(np.mean(levels)), 3)
+    return rows
+
+
+def choose_budget(
+    budget_rows: list[dict[str, Any]], gain_rows: list[dict[str, Any]], gain: float
+) -> float | None:
+    """The budget `choose_gain` picks from `budget_rows`, where at it every part holds the
+    spline's SNR and the parts' mean LSD is lower than at the one level `gain`; else None."""
+    if not budget_rows:
+        return None
+    budget = choose_gain(budget_rows)
+
+    def at(rows: list[dict[str, Any]], value: float) -> list[dict[str, Any]]:
+        return [row for row in rows if row["gain"] == value]
+
+    chosen = at(budget_rows, budget)
+    if min(row["snr_over_spline_db"] for row in chosen) < 0:
+        return None
+    lsd_budget = np.mean([row["lsd"] for row in chosen])
+    return budget if lsd_budget < np.mean([row["lsd"] for row in at(gain_rows, gain)]) else None
+
+
 def wide_table(
     model: BandwidthExtender,
     references: list[tuple[str, np.ndarray]],
@@ -303,9 +377,9 @@ def calibrate(
     max_seconds: float = CALIBRATION_LIMITS["full"][1],
 ) -> dict[str, Any]:
     """Set `pass_below` and `pass_below_sharp_edge`, then `high_band_gain`, then
-    `wide_input_gain`, in `model_dir`'s config.json from `split`'s files (module doc); write
-    the tables to `calibration.json`. Returns {"pass_below", "pass_below_sharp_edge",
-    "high_band_gain", "wide_input_gain", "split", "filter", "filters", "pass_rows", "rows",
+    `high_band_budget`, then `wide_input_gain`, in `model_dir`'s config.json from `split`'s
+    files (module doc); write the tables to `calibration.json`. Returns {the settings of
+    `CALIBRATED_SETTINGS`, "split", "filter", "filters", "pass_rows", "rows", "budget_rows",
     "wide_rows"}; without files in `split` all stay as trained and the tables are empty."""
     model_dir = Path(model_dir)
     model = load_model(model_dir, "cpu")
@@ -317,6 +391,7 @@ def calibrate(
         pass_below=None,
         pass_below_sharp_edge=None,
         high_band_gain=1.0,
+        high_band_budget=None,
         wide_input_gain=None,
     )
     references = read_references(
@@ -335,6 +410,11 @@ def calibrate(
     rows = gain_table(model, references, filter)
     if rows:
         model.config = dataclasses.replace(model.config, high_band_gain=choose_gain(rows))
+    budget_rows = budget_table(model, references, filter)
+    model.config = dataclasses.replace(
+        model.config,
+        high_band_budget=choose_budget(budget_rows, rows, model.config.high_band_gain),
+    )
     # A model whose input rate is the output's over WIDE_RATIO has no wider inputs.
     wide_rows = wide_table(model, references, filter) if model.config.ratio > WIDE_RATIO else []
     if wide_rows:
@@ -347,6 +427,7 @@ def calibrate(
         "filters": list(filters),
         "pass_rows": pass_rows,
         "rows": rows,
+        "budget_rows": budget_rows,
         "wide_rows": wide_rows,
     }
     write_json_atomic(model_dir / CALIBRATION_FILE, record)
@@ -356,8 +437,8 @@ def calibrate(
 
 def main(argv: list[str] | None = None) -> None:
     """Calibrate a trained spectral model's inference bands (`pass_below`,
-    `pass_below_sharp_edge`, `high_band_gain`, `wide_input_gain`) on a data directory's
-    validation files; prints the choice and the tables as JSON."""
+    `pass_below_sharp_edge`, `high_band_gain`, `high_band_budget`, `wide_input_gain`) on a
+    data directory's validation files; prints the choice and the tables as JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--model", required=True, help="a run directory of the spectral model")
     parser.add_argument("--data-dir", required=True, help="holds audio/files.parquet")

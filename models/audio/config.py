@@ -88,6 +88,15 @@ class BWEConfig:
     # `pass_below`). Calibrated apart because there the input's band is right to the edge, while
     # inputs a gradual filter attenuated or no filter left aliased want the network's guess.
     pass_below_sharp_edge: float | None = None
+    # A level per input instead of `high_band_gain`: the largest (at most 1) at which the painted
+    # band's energy is at most this times the energy by which the output below the input's
+    # Nyquist frequency corrects the spline input (`models.audio.infer.budget_level`). Where
+    # the painted band's phase is unrelated to the truth's its energy adds to the error, and the
+    # correction is what the output gained on the spline, so a budget near 1 keeps each input's
+    # SNR near the spline's while an input whose correction is large (loud near 2 kHz, as
+    # drums and band mixes are) gets a brighter band. None: `high_band_gain` for every input.
+    # Calibrated (`models.audio.calibrate`) and kept only where it beats the one level.
+    high_band_budget: float | None = None
     # `high_band_gain` for inputs wider than the model's (a rate between hr_rate / ratio and
     # hr_rate, as an 8 kHz file to a 4 -> 16 kHz model): their own band is kept up to their
     # Nyquist frequency (`models.audio.infer.superresolve_wide`), so the painted band's energy
@@ -105,6 +114,8 @@ class BWEConfig:
             raise ValueError(
                 f"high_band_gain is an amplitude factor in [0, 1]: {self.high_band_gain}"
             )
+        if self.high_band_budget is not None and not self.high_band_budget >= 0.0:
+            raise ValueError(f"high_band_budget is a ratio of energies: {self.high_band_budget}")
         if self.wide_input_gain is not None and not 0.0 <= self.wide_input_gain <= 1.0:
             raise ValueError(
                 f"wide_input_gain is an amplitude factor in [0, 1]: {self.wide_input_gain}"
@@ -150,10 +161,10 @@ class BWEConfig:
         return dataclasses.replace(self, pass_below=self.pass_below_sharp_edge)
 
     def for_wide_input(self) -> BWEConfig:
-        """The settings for an input wider than the model's (`wide_input_gain`)."""
-        if self.wide_input_gain is None:
-            return self
-        return dataclasses.replace(self, high_band_gain=self.wide_input_gain)
+        """The settings for an input wider than the model's: `wide_input_gain` (the budget
+        weighs a 4 kHz input's correction, not the wide input's own band's)."""
+        gain = self.high_band_gain if self.wide_input_gain is None else self.wide_input_gain
+        return dataclasses.replace(self, high_band_gain=gain, high_band_budget=None)
 
 
 AudioModelConfig = AudioUNetConfig | BWEConfig

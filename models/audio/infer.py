@@ -94,8 +94,10 @@ def run_chunked(
     chunk: int = DEFAULT_CHUNK,
     overlap: int = DEFAULT_OVERLAP,
     batch: int = 4,
+    bands: bool = False,
 ) -> np.ndarray:
-    """Apply `model` to the interpolated signal `x` (any length) by overlap-add of chunks.
+    """Apply `model` to the interpolated signal `x` (any length) by overlap-add of chunks;
+    with `bands`, the spectral model's two bands (`BandwidthExtender.bands`), shape (2, n).
 
     `chunk` is rounded up to the model's length multiple. The signal is extended by `overlap`
     samples of silence at both ends, so its first and last samples sit in a chunk's flat
@@ -109,8 +111,9 @@ def run_chunked(
     if not 0 <= 2 * overlap < chunk:
         raise ValueError(f"overlap {overlap} must be less than half the chunk {chunk}")
     n = len(x)
+    channels = 2 if bands else 1
     if n == 0:
-        return np.zeros(0, dtype=np.float32)
+        return np.zeros((channels, 0) if bands else 0, dtype=np.float32)
     hop = chunk - overlap
     padded_len = overlap + n + overlap
     n_chunks = max(1, math.ceil((padded_len - overlap) / hop))
@@ -118,18 +121,20 @@ def run_chunked(
     signal = np.zeros(total, dtype=np.float32)
     signal[overlap : overlap + n] = x
     window = crossfade_window(chunk, overlap)
-    out = np.zeros(total, dtype=np.float64)
+    out = np.zeros((channels, total), dtype=np.float64)
     weight = np.zeros(total, dtype=np.float64)
     device = next(model.parameters()).device
+    run = model.bands if bands else model
     starts = [i * hop for i in range(n_chunks)]
     for first in range(0, n_chunks, batch):
         group = starts[first : first + batch]
         stacked = np.stack([signal[s : s + chunk] for s in group])[:, None, :]
-        y = model(torch.from_numpy(stacked).to(device)).squeeze(1).double().cpu().numpy()
+        y = run(torch.from_numpy(stacked).to(device)).double().cpu().numpy()
         for start, piece in zip(group, y, strict=True):
-            out[start : start + chunk] += piece * window
+            out[:, start : start + chunk] += piece * window
             weight[start : start + chunk] += window
-    return (out / weight)[overlap : overlap + n].astype(np.float32)
+    result = (out / weight)[:, overlap : overlap + n].astype(np.float32)
+    return result if bands else result[0]
 
 
 def superresolve(
@@ -138,14 +143,60 @@ def superresolve(
     """The model's high-rate estimate of a low-rate signal: len(lr) x ratio samples. The
     spectral model runs at its settings for this input (`BWEConfig.for_input`), judged on the
     whole signal so every chunk of it gets the same."""
+    return superresolve_at_level(model, lr, chunk, overlap)[0]
+
+
+def superresolve_at_level(
+    model: AudioModel, lr: np.ndarray, chunk: int = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP
+) -> tuple[np.ndarray, float | None]:
+    """`superresolve`, and the level the spectral model painted the band above the input's
+    Nyquist frequency at: `high_band_gain`, or with `high_band_budget` the input's own
+    (`budget_level`, from both bands of the whole signal); None for the U-Net."""
+    config = model.config
+    if not isinstance(config, BWEConfig):
+        x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
+        return run_chunked(model, x, chunk=chunk, overlap=overlap), None
+    if config.high_band_budget is None:
+        model.config = config.for_input(lr)
+        try:
+            x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
+            return run_chunked(model, x, chunk=chunk, overlap=overlap), config.high_band_gain
+        finally:
+            model.config = config
+    x, below, above = superresolve_bands(model, lr, chunk, overlap)
+    level = budget_level(x, below, above, config.high_band_budget)
+    return (below + np.float32(level) * above).astype(np.float32), level
+
+
+def superresolve_bands(
+    model: BandwidthExtender,
+    lr: np.ndarray,
+    chunk: int = DEFAULT_CHUNK,
+    overlap: int = DEFAULT_OVERLAP,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The spline input and the spectral model's two bands for a low-rate signal (each
+    len(lr) x ratio samples, at its settings for this input): the output up to the input's
+    Nyquist frequency, and the band above it at the trained level."""
     config = model.config
     x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
-    if isinstance(config, BWEConfig):
-        model.config = config.for_input(lr)
+    model.config = config.for_input(lr)
     try:
-        return run_chunked(model, x, chunk=chunk, overlap=overlap)
+        below, above = run_chunked(model, x, chunk=chunk, overlap=overlap, bands=True)
     finally:
         model.config = config
+    return x, below, above
+
+
+def budget_level(x: np.ndarray, below: np.ndarray, above: np.ndarray, budget: float) -> float:
+    """The largest level, at most 1, at which the painted band `above` (at the trained level)
+    holds at most `budget` times the energy of `below - x`: how far the output under the
+    input's Nyquist frequency moved from the spline input `x` (`BWEConfig.high_band_budget`).
+    An input with nothing painted gets 1 (there is nothing to scale)."""
+    painted = float(np.sum(np.square(above, dtype=np.float64)))
+    if painted == 0.0:
+        return 1.0
+    correction = float(np.sum(np.square(below.astype(np.float64) - x)))
+    return min(1.0, math.sqrt(budget * correction / painted))
 
 
 # The crossover from a wide input's own band to the model's, ending at the input's Nyquist
@@ -263,9 +314,10 @@ def superresolve_file(
     if wide:
         shown, shown_rate = load_audio(input_path, rate), rate
         estimate = superresolve_wide(model, shown, rate)
+        level = config.for_wide_input().high_band_gain if isinstance(config, BWEConfig) else None
     else:
         shown, shown_rate = lr, low_rate(config)
-        estimate = superresolve(model, lr)
+        estimate, level = superresolve_at_level(model, lr)
     write_wav(output_path, estimate, config.hr_rate)
     png_path = Path(png_path) if png_path else Path(output_path).with_suffix(".png")
     reference = None
@@ -294,9 +346,9 @@ def superresolve_file(
         result["kept_input_band_hz"] = rate / 2
     if isinstance(config, BWEConfig):
         # What this input ran at: pass_below depends on its band edge (`BWEConfig.for_input`).
-        ran = config.for_wide_input() if wide else config
-        result["high_band_gain"] = ran.high_band_gain
-        result["pass_below"] = ran.for_input(lr).pass_below
+        # The level it painted at: per input under a budget (`BWEConfig.high_band_budget`).
+        result["high_band_gain"] = level
+        result["pass_below"] = config.for_input(lr).pass_below
     if reference is not None:
         n = len(estimate)
         result["metrics"] = {
@@ -314,7 +366,9 @@ def with_high_band_gain(config: AudioModelConfig, gain: float, run_dir: str | Pa
             f"{run_dir}: a high-band gain applies to the spectral model (--arch bwe) only; "
             "this is a U-Net"
         )
-    return dataclasses.replace(config, high_band_gain=gain, wide_input_gain=None)
+    return dataclasses.replace(
+        config, high_band_gain=gain, high_band_budget=None, wide_input_gain=None
+    )
 
 
 def fit_length(x: np.ndarray, n: int) -> np.ndarray:
