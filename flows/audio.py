@@ -129,8 +129,9 @@ class AudioParams(CorpusParams):
         ge=0,
         le=1,
         description="For --input with the spectral model: the level of the band above the "
-        "input's Nyquist frequency, replacing the calibrated one (1: the trained level, "
-        "brighter, lowest LSD; the calibrated level keeps the SNR at the spline's)",
+        "input's Nyquist frequency, replacing the calibrated one or the calibrated level per "
+        "input (1: the trained level, brighter, lowest LSD; the calibration keeps the SNR at "
+        "the spline's)",
     )
 
     @model_validator(mode="after")
