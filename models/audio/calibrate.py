@@ -250,11 +250,7 @@ def _per_file_rows(
     try:
         for part, hr in references:
             lr = degrade(hr, ratio, filter)
-            baseline = {
-                "part": part,
-                "spline_snr_db": snr_db(hr, spline_upsample(lr, ratio, len(hr))),
-                "sinc_lsd": lsd(hr, sinc_upsample(lr, ratio, len(hr))),
-            }
+            baseline = _baselines(part, hr, lr, ratio)
             for gain in gains:
                 model.config = dataclasses.replace(trained, **{setting: gain})
                 estimate = fit_length(run(model, lr), len(hr))
@@ -266,9 +262,19 @@ def _per_file_rows(
     return per_file
 
 
+def _baselines(part: str, hr: np.ndarray, lr: np.ndarray, ratio: int) -> dict[str, Any]:
+    """A reference's part, the spline's SNR and the sinc's LSD from its input `lr`."""
+    return {
+        "part": part,
+        "spline_snr_db": snr_db(hr, spline_upsample(lr, ratio, len(hr))),
+        "sinc_lsd": lsd(hr, sinc_upsample(lr, ratio, len(hr))),
+    }
+
+
 def _mean_rows(per_file: list[dict[str, Any]], gains: tuple[float, ...]) -> list[dict[str, Any]]:
     """Per (part, gain), the means of per-file rows (part, gain, snr_db, spline_snr_db, lsd,
-    sinc_lsd): the SNR over the spline's and the LSD over the sinc's."""
+    sinc_lsd, and where they have one the input's `level`): the SNR over the spline's and the
+    LSD over the sinc's."""
     rows = []
     for part in sorted({r["part"] for r in per_file}):
         for gain in gains:
@@ -284,6 +290,7 @@ def _mean_rows(per_file: list[dict[str, Any]], gains: tuple[float, ...]) -> list
                     "snr_over_spline_db": round(mean["snr_db"] - mean["spline_snr_db"], 3),
                     "lsd": round(mean["lsd"], 3),
                     "lsd_over_sinc": round(mean["lsd"] / mean["sinc_lsd"], 3),
+                    **({"mean_level": round(mean["level"], 3)} if "level" in mean else {}),
                 }
             )
     return rows
@@ -303,23 +310,13 @@ def budget_table(
     for part, hr in references:
         lr = degrade(hr, ratio, filter)
         x, below, above = superresolve_bands(model, lr)
-        baseline = {
-            "part": part,
-            "spline_snr_db": snr_db(hr, spline_upsample(lr, ratio, len(hr))),
-            "sinc_lsd": lsd(hr, sinc_upsample(lr, ratio, len(hr))),
-        }
+        baseline = _baselines(part, hr, lr, ratio)
         for budget in budgets:
             level = budget_level(x, below, above, budget)
             estimate = fit_length(below + np.float32(level) * above, len(hr))
             metrics = evaluate_pair(hr, estimate, ratio)
             per_file.append({**baseline, "gain": budget, "level": level, **metrics})
-    rows = _mean_rows(per_file, budgets)
-    for row in rows:
-        levels = [
-            r["level"] for r in per_file if (r["part"], r["gain"]) == (row["part"], row["gain"])
-        ]
-        row["mean_level"] = round(float(np.mean(levels)), 3)
-    return rows
+    return _mean_rows(per_file, budgets)
 
 
 def choose_budget(

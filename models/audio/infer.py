@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +148,17 @@ def superresolve(
     return superresolve_at_level(model, lr, chunk, overlap)[0]
 
 
+@contextmanager
+def running_at(model: AudioModel, config: AudioModelConfig) -> Iterator[AudioModel]:
+    """`model` with `config` for the block's duration (settings for one input), then its own."""
+    own = model.config
+    model.config = config
+    try:
+        yield model
+    finally:
+        model.config = own
+
+
 def superresolve_at_level(
     model: AudioModel, lr: np.ndarray, chunk: int = DEFAULT_CHUNK, overlap: int = DEFAULT_OVERLAP
 ) -> tuple[np.ndarray, float | None]:
@@ -157,12 +170,9 @@ def superresolve_at_level(
         x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
         return run_chunked(model, x, chunk=chunk, overlap=overlap), None
     if config.high_band_budget is None:
-        model.config = config.for_input(lr)
-        try:
-            x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
+        x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
+        with running_at(model, config.for_input(lr)):
             return run_chunked(model, x, chunk=chunk, overlap=overlap), config.high_band_gain
-        finally:
-            model.config = config
     x, below, above = superresolve_bands(model, lr, chunk, overlap)
     level = budget_level(x, below, above, config.high_band_budget)
     return (below + np.float32(level) * above).astype(np.float32), level
@@ -179,11 +189,8 @@ def superresolve_bands(
     Nyquist frequency, and the band above it at the trained level."""
     config = model.config
     x = spline_upsample(lr, config.ratio, len(lr) * config.ratio)
-    model.config = config.for_input(lr)
-    try:
+    with running_at(model, config.for_input(lr)):
         below, above = run_chunked(model, x, chunk=chunk, overlap=overlap, bands=True)
-    finally:
-        model.config = config
     return x, below, above
 
 
@@ -222,12 +229,9 @@ def superresolve_wide(model: AudioModel, audio: np.ndarray, rate: int) -> np.nda
     audio = np.asarray(audio, dtype=np.float32)
     n = round(len(audio) * high / rate)
     lr = soxr.resample(audio, rate, low, "HQ")
-    if isinstance(config, BWEConfig):
-        model.config = config.for_wide_input()
-    try:
+    wide_config = config.for_wide_input() if isinstance(config, BWEConfig) else config
+    with running_at(model, wide_config):
         estimate = fit_length(superresolve(model, lr), n)
-    finally:
-        model.config = config
     own = fit_length(soxr.resample(audio, rate, high, "HQ"), n)
     edge = rate / 2 - WIDE_CROSSOVER_HZ / 2
     return crossover(own, estimate, high, edge, WIDE_CROSSOVER_HZ)
