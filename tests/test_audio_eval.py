@@ -104,3 +104,24 @@ def test_the_command_line_evaluates_a_share_of_a_split_and_writes_nothing(
         main([*argv, "--split", "train", "--prefix", "no-such-part/"])
     assert "no train files whose path starts with 'no-such-part/'" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in trained_run.rglob("*") if p.is_file()} == before
+
+
+def test_inputs_in_a_wider_container_are_routed_by_their_band_edge(
+    trained_run: Path, audio_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """8 kHz inputs saved at 44.1 kHz score as the 8 kHz inputs do (their band kept, not the
+    model's guess from under 2 kHz in its place); the baselines are those of the inputs."""
+    argv = ["--model", str(trained_run), "--data-dir", str(audio_data_dir), "--seconds", "1.5"]
+
+    def run(*extra: str) -> dict:
+        main([*argv, "--input-rate", "8000", *extra])
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    direct, contained = run(), run("--container-rate", "44100")
+    assert contained["container_rate"] == 44100
+    assert contained["baselines"] == direct["baselines"]
+    assert contained["snr_db"] == pytest.approx(direct["snr_db"], abs=0.5)
+    assert contained["snr_db"] > direct["baselines"]["spline"]["snr_db"]
+    with pytest.raises(SystemExit):
+        run("--container-rate", "4000")
+    assert "--container-rate 4000: under the inputs' rate" in capsys.readouterr().err

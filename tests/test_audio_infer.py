@@ -20,6 +20,7 @@ from models.audio.config import preset
 from models.audio.infer import (
     budget_level,
     crossfade_window,
+    input_band_hz,
     load_model,
     run_chunked,
     superresolve,
@@ -154,6 +155,7 @@ def test_superresolve_file_at_any_rate(
     lr_len = round(sf.info(str(source)).frames * (HR_RATE / 4) / file_rate)
     assert rate == HR_RATE
     assert abs(len(out) - 4 * lr_len) <= 4
+    assert result["input_band_hz"] == min(file_rate, HR_RATE) / 2
     if HR_RATE / 4 < file_rate < HR_RATE:
         assert result["kept_input_band_hz"] == file_rate / 2
     else:
@@ -238,8 +240,52 @@ def test_a_wide_input_keeps_its_own_band_and_the_model_paints_above_it(
         > band_snr_db(hr, from_low_rate, 2000.0, 3700.0) + 20
     )
     for rate in (HR_RATE // 4, HR_RATE):
-        with pytest.raises(ValueError, match="between 4000 and 16000 Hz"):
+        with pytest.raises(ValueError, match=r"band ends between 2000\.0 and 8000\.0 Hz"):
             superresolve_wide(model, wide, rate)
+
+
+@pytest.mark.parametrize("container_rate", [HR_RATE, 44100])
+def test_a_file_resampled_up_from_8khz_keeps_its_band_like_an_8khz_file(
+    tmp_path: Path, audio_renders: dict[str, list[Path]], container_rate: int
+) -> None:
+    """An 8 kHz recording saved at 16 or 44.1 kHz holds nothing above 4 kHz. Taken for a
+    reference it would lose its 2-4 kHz band to the model's guess; its band edge routes it
+    like the 8 kHz file itself, and with no whole band there is nothing to score it against."""
+    import soxr
+
+    hr, _ = sf.read(str(audio_renders["test"][0]), dtype="float32")
+    eight = soxr.resample(hr[:32000], HR_RATE, HR_RATE // 2, "HQ")
+    container = tmp_path / f"in-{container_rate}.wav"
+    write_wav(container, soxr.resample(eight, HR_RATE // 2, container_rate, "HQ"), container_rate)
+    direct = tmp_path / "in-8000.wav"
+    write_wav(direct, eight, HR_RATE // 2)
+    run_dir = write_run(tmp_path / "run", busy_model())
+    result = superresolve_file(run_dir, container, tmp_path / "out.wav")
+    # soxr's edge from 8 kHz lies just under 4 kHz: a common rate's Nyquist frequency.
+    assert result["kept_input_band_hz"] == HR_RATE / 4
+    assert result["input_band_hz"] == result["kept_input_band_hz"]
+    assert "metrics" not in result
+    from_container, _ = sf.read(result["output"], dtype="float32")
+    expected, _ = sf.read(superresolve_file(run_dir, direct, tmp_path / "8k.wav")["output"])
+    n = min(len(from_container), len(expected))
+    assert band_snr_db(expected[:n], from_container[:n], 0.0, 3500.0) > 40
+
+
+def test_a_file_resampled_up_from_the_model_rate_is_not_a_reference(
+    tmp_path: Path, audio_renders: dict[str, list[Path]]
+) -> None:
+    import soxr
+
+    hr, _ = sf.read(str(audio_renders["test"][0]), dtype="float32")
+    low = soxr.resample(hr[:32000], HR_RATE, HR_RATE // 4, "HQ")
+    container = tmp_path / "in.wav"
+    write_wav(container, soxr.resample(low, HR_RATE // 4, HR_RATE, "HQ"), HR_RATE)
+    result = superresolve_file(
+        write_run(tmp_path / "run", busy_model()), container, tmp_path / "o.wav"
+    )
+    assert result["input_band_hz"] == HR_RATE / 8
+    assert "kept_input_band_hz" not in result
+    assert "metrics" not in result
 
 
 def test_a_wide_input_runs_the_spectral_model_at_its_own_level(tmp_path: Path) -> None:
@@ -306,3 +352,19 @@ def test_a_level_given_for_one_file_overrides_the_budget(
     assert (
         superresolve_file(run_dir, source, tmp_path / "g.wav", None, 0.7)["high_band_gain"] == 0.7
     )
+
+
+def test_a_band_edge_away_from_a_common_rate_is_kept_where_it_is() -> None:
+    """A telephone band (an elliptic filter at 3.4 kHz in an 8 kHz file, saved at 16 kHz) ends
+    where the filter ends it; the edge soxr leaves from 11.025 kHz is that rate's Nyquist."""
+    import soxr
+    from scipy import signal as sps
+
+    noise = np.random.default_rng(0).standard_normal(4 * HR_RATE)
+    eight = soxr.resample(noise, HR_RATE, 8000)
+    phone = sps.sosfiltfilt(sps.ellip(8, 0.5, 60, 3400, fs=8000, output="sos"), eight)
+    config = busy_model().config
+    assert 3300 <= input_band_hz(soxr.resample(phone, 8000, HR_RATE), HR_RATE, config) <= 3600
+    eleven = soxr.resample(soxr.resample(noise, HR_RATE, 11025), 11025, 44100)
+    assert input_band_hz(eleven, 44100, config) == 11025 / 2
+    assert input_band_hz(noise, HR_RATE, config) == HR_RATE / 2

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soxr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import signal as sps
 
 from datasets.audio.files import load_audio
 from datasets.audio.signals import (
@@ -19,6 +21,7 @@ from datasets.audio.signals import (
     STOPBAND_START,
     UNSEEN_FILTERS,
     alias_frequency,
+    band_edge_hz,
     crossover,
     decimate,
     has_sharp_band_edge,
@@ -115,6 +118,39 @@ def test_alias_frequency_folds() -> None:
     assert alias_frequency(5000, 4000) == 1000
     assert alias_frequency(3000, 4000) == 1000
     assert alias_frequency(1500, 4000) == 1500
+
+
+@pytest.mark.parametrize("old_rate", [6000, 8000, 11025])
+def test_a_file_resampled_up_from_a_lower_rate_shows_its_old_band_edge(old_rate: int) -> None:
+    """Noise and the two real recordings, taken to `old_rate` (by each filter, so aliases or a
+    gradual filter's droop sit under the edge) and back up to 16 or 44.1 kHz with soxr: the
+    edge is found at 0.85-1 of the old Nyquist frequency (the Chebyshev's band is 21 dB down
+    at 0.9 of it); at their own rate none is."""
+    noise = np.random.default_rng(0).standard_normal(4 * FS).astype(np.float32) * 0.1
+    recordings = [load_audio(path, FS)[: 6 * FS] for path in sorted(DEMO_RECORDINGS.glob("*.flac"))]
+    for signal in (noise, *recordings):
+        assert band_edge_hz(signal, FS, FS / 2) is None
+        # The pipeline's filters decimate by integers: 16 kHz to 8 kHz of the three rates.
+        for filt in ("soxr", "none", "cheby") if FS % old_rate == 0 else ("soxr",):
+            old = (
+                decimate(signal, FS // old_rate, filt)
+                if filt != "soxr"
+                else soxr.resample(signal, FS, old_rate)
+            )
+            for rate in (FS, 44100):
+                edge = band_edge_hz(soxr.resample(old, old_rate, rate), rate, FS / 2)
+                assert edge is not None, (filt, rate)
+                assert 0.85 <= edge / (old_rate / 2) <= 1.0, (filt, rate)
+
+
+def test_a_gradual_roll_off_silence_and_short_signals_have_no_band_edge() -> None:
+    noise = np.random.default_rng(0).standard_normal(4 * FS)
+    # 12 dB per octave from 500 Hz: 48 dB down at 8 kHz, but no cliff.
+    rolled_off = sps.sosfilt(sps.butter(2, 500, fs=FS, output="sos"), noise)
+    assert band_edge_hz(rolled_off, FS, FS / 2) is None
+    assert band_edge_hz(np.zeros(FS), FS, FS / 2) is None
+    short = soxr.resample(soxr.resample(noise, FS, 8000), 8000, FS)[:200]
+    assert band_edge_hz(short, FS, FS / 2) is None
 
 
 @pytest.mark.parametrize("ratio", RATIOS)

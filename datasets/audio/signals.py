@@ -228,3 +228,60 @@ def crossover(
     weight = 0.5 - 0.5 * np.cos(np.pi * ramp)  # 1 under the crossover, 0 over it
     spectrum = weight * np.fft.rfft(below) + (1.0 - weight) * np.fft.rfft(above)
     return np.fft.irfft(spectrum, n).astype(np.float32)
+
+
+# A band edge inside a file: a recording made at a lower rate and saved at a higher one (an
+# 8 kHz phone call or corpus resampled to 16 or 44.1 kHz, a telephone band) holds nothing above
+# its old Nyquist frequency. Its long-term spectrum falls by tens of dB within the resampler's
+# transition and stays down to the top. On the 97 test files of the shipped model's corpus
+# (every third, first 10 s) resampled to 8 kHz and back up with soxr, to 16 or 44.1 kHz, the
+# edge is found in every one (at 3812-3937 Hz); through an 8 kHz telephone band filter at
+# 3437-3500 Hz; from 11.025 kHz at 4937-5375 Hz. At their own rate 1 of the 97 has such an
+# edge (a tabla stroke with nothing above 1.2 kHz).
+BAND_EDGE_DROP_DB = 30.0  # the whole band above at least this far under the band just below
+BAND_EDGE_WINDOW_HZ = 250.0  # the band just below a candidate edge
+BAND_EDGE_TRANSITION_HZ = 400.0  # room for a resampler's transition band above it
+BAND_EDGE_STEP_HZ = 62.5  # the bands above are measured this wide; the edge to this step
+# The edge: the top of the last band still this far over the floor above it (soxr's band from
+# 8 kHz is flat to 3750 Hz and 3 dB down at 3790; the test files show its edge at 3812-3937).
+BAND_EDGE_FLOOR_MARGIN_DB = 10.0
+BAND_EDGE_LOWEST_HZ = 1000.0
+BAND_EDGE_SCAN_HZ = 25.0  # candidate edges this far apart
+
+
+def band_edge_hz(x: np.ndarray, rate: float, top_hz: float) -> float | None:
+    """The frequency (Hz) up to which `x`, sampled at `rate`, holds its band, where the whole
+    band above it up to 0.95 x `top_hz` lies at least `BAND_EDGE_DROP_DB` under the band just
+    below it: the old Nyquist frequency of a file resampled up from a lower rate. None when no
+    such edge lies between `BAND_EDGE_LOWEST_HZ` and 0.85 x `top_hz` (at most `rate` / 2), for
+    silence and for signals under 256 samples. The spectrum is Welch's with a Blackman-Harris
+    window (side lobes 92 dB down) and about 20 Hz resolution; the edge is the top of the last
+    `BAND_EDGE_STEP_HZ` band still `BAND_EDGE_FLOOR_MARGIN_DB` over the band above's floor."""
+    x = np.asarray(x, dtype=np.float64)
+    top_hz = min(top_hz, rate / 2)
+    if len(x) < 256 or not np.any(x):
+        return None
+    segment = min(1 << max(8, math.ceil(math.log2(rate / 20))), len(x))
+    frequencies, power = sps.welch(x, fs=rate, nperseg=segment, window="blackmanharris")
+    cumulative = np.concatenate([[0.0], np.cumsum(power)])
+
+    def level(low: float, high: float) -> float:
+        i, j = np.searchsorted(frequencies, [low, high])
+        return 10.0 * math.log10(max((cumulative[j] - cumulative[i]) / max(j - i, 1), 1e-30))
+
+    stop = 0.95 * top_hz
+    starts = np.arange(0.0, stop, BAND_EDGE_STEP_HZ)
+    levels = np.array([level(s, min(s + BAND_EDGE_STEP_HZ, stop)) for s in starts])
+    for candidate in np.arange(BAND_EDGE_LOWEST_HZ, 0.85 * top_hz, BAND_EDGE_SCAN_HZ):
+        above = levels[starts >= candidate + BAND_EDGE_TRANSITION_HZ]
+        if not above.size:
+            break
+        floor = above.max()
+        below = level(candidate - BAND_EDGE_WINDOW_HZ, candidate)
+        if below - floor >= BAND_EDGE_DROP_DB:
+            kept = (starts >= candidate - BAND_EDGE_WINDOW_HZ) & (
+                starts < candidate + BAND_EDGE_TRANSITION_HZ
+            )
+            kept &= levels >= floor + BAND_EDGE_FLOOR_MARGIN_DB
+            return float(starts[kept].max() + BAND_EDGE_STEP_HZ) if kept.any() else candidate
+    return None

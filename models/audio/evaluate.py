@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from datasets.audio.dataset import corpus_part, read_files_table
 from datasets.audio.files import write_wav
@@ -28,6 +29,7 @@ from models.audio.infer import (
     low_rate,
     spectrogram_png,
     superresolve,
+    superresolve_audio,
     superresolve_wide,
 )
 from models.audio.metrics import band_energy_shares, evaluate_pair
@@ -55,16 +57,25 @@ def read_hr(data_dir: str | Path, row: dict, max_seconds: float | None = None) -
 
 
 def reconstruct(
-    model: AudioModel, lr: np.ndarray, n: int, input_ratio: int | None = None
+    model: AudioModel,
+    lr: np.ndarray,
+    n: int,
+    input_ratio: int | None = None,
+    container_rate: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The three reconstructions of `n` high-rate samples from `lr`: an input at the model's
     rate, or with `input_ratio` (below the model's ratio) a wide input at hr_rate / input_ratio
-    (`superresolve_wide`)."""
+    (`superresolve_wide`). With `container_rate` the model sees `lr` resampled (soxr) up to that
+    rate, as a file saved there, and routes it by its band (`superresolve_audio`)."""
     ratio = input_ratio or model.config.ratio
-    if input_ratio is None:
+    rate = model.config.hr_rate // ratio
+    if container_rate is not None:
+        container = soxr.resample(lr, rate, container_rate, "HQ")
+        estimate = superresolve_audio(model, container, container_rate)[0]
+    elif input_ratio is None:
         estimate = superresolve(model, lr)
     else:
-        estimate = superresolve_wide(model, lr, model.config.hr_rate // input_ratio)
+        estimate = superresolve_wide(model, lr, rate)
     return {
         "model": fit_length(estimate, n),
         "spline": spline_upsample(lr, ratio, n),
@@ -81,11 +92,13 @@ def evaluate_files(
     max_seconds: float | None = None,
     band_edges: list[float] | None = None,
     input_ratio: int | None = None,
+    container_rate: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (file, method): file_id, method, filter, snr_db, lsd, lsd_hf; with
     `band_edges` (Hz) also `band_errors`, the error energy per band as a share of the file's
     energy, and one row per file of method "signal" with the file's own shares. With
-    `input_ratio` the inputs are wide ones at hr_rate / input_ratio (`reconstruct`)."""
+    `input_ratio` the inputs are wide ones at hr_rate / input_ratio, with `container_rate`
+    resampled up to that rate (`reconstruct`)."""
     ratio, rate = input_ratio or model.config.ratio, model.config.hr_rate
     rows = []
     for row in files:
@@ -95,7 +108,9 @@ def evaluate_files(
         if band_edges is not None:
             own = band_energy_shares(hr, hr, rate, band_edges)
             rows.append({**keys, "method": "signal", "band_errors": own})
-        for method, estimate in reconstruct(model, lr, len(hr), input_ratio).items():
+        for method, estimate in reconstruct(
+            model, lr, len(hr), input_ratio, container_rate
+        ).items():
             metrics = evaluate_pair(hr, estimate, ratio)
             if band_edges is not None:
                 metrics["band_errors"] = band_energy_shares(hr, estimate - hr, rate, band_edges)
@@ -261,6 +276,15 @@ def main(argv: list[str] | None = None) -> None:
         "for the 4 -> 16 kHz model), their own band kept; default: the model's input rate",
     )
     parser.add_argument(
+        "--container-rate",
+        type=int,
+        default=None,
+        metavar="HZ",
+        help="resample the inputs (at --input-rate) up to this rate before the model sees them, "
+        "as a file saved there, and route them by their band edge as --input does (44100: an "
+        "8 kHz recording in a CD-rate file)",
+    )
+    parser.add_argument(
         "--bands",
         type=float,
         nargs="*",
@@ -295,8 +319,20 @@ def main(argv: list[str] | None = None) -> None:
                 f"--input-rate {args.input_rate}: not {model.config.hr_rate} Hz over an integer "
                 f"above the model's input rate {low_rate(model.config)} Hz"
             )
+    if args.container_rate is not None and args.container_rate < (
+        args.input_rate or low_rate(model.config)
+    ):
+        parser.error(f"--container-rate {args.container_rate}: under the inputs' rate")
     evaluated = evaluate_files(
-        model, args.data_dir, files, filter, None, args.seconds, edges, input_ratio
+        model,
+        args.data_dir,
+        files,
+        filter,
+        None,
+        args.seconds,
+        edges,
+        input_ratio,
+        args.container_rate,
     )
     measured = [r for r in evaluated if r["method"] != "signal"]
     summary = {**summarize(measured), "by_source": by_source(measured, files)}
@@ -309,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
                 "prefix": args.prefix,
                 "filter": filter,
                 "input_rate": args.input_rate or low_rate(model.config),
+                "container_rate": args.container_rate,
                 **summary,
             }
         )

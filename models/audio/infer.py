@@ -25,7 +25,7 @@ import torch
 from matplotlib.figure import Figure
 
 from datasets.audio.files import load_audio, write_wav
-from datasets.audio.signals import crossover, sinc_upsample, spline_upsample
+from datasets.audio.signals import band_edge_hz, crossover, sinc_upsample, spline_upsample
 from datasets.io import atomic_path
 from models.audio.bwe import BandwidthExtender
 from models.audio.config import AudioModelConfig, BWEConfig, model_config_class
@@ -214,27 +214,89 @@ WIDE_CROSSOVER_HZ = 200.0
 WIDE_RATIO = 2
 
 
-def superresolve_wide(model: AudioModel, audio: np.ndarray, rate: int) -> np.ndarray:
-    """The high-rate estimate of a signal at `rate`, between the model's input rate and its
-    output rate (an 8 kHz file to a 4 -> 16 kHz model): its own band up to its Nyquist
-    frequency, resampled (soxr), and above it the model's estimate from the signal taken down to
-    the model's input rate, at `BWEConfig.wide_input_gain`. The model alone would replace the
-    signal's measured band between the two Nyquist frequencies with a guess: on the held-out
-    test files at 8 kHz that cost 6.4 dB of SNR on speech and 14.6 dB on music against simply
-    resampling them."""
+def superresolve_wide(
+    model: AudioModel, audio: np.ndarray, rate: int, band_hz: float | None = None
+) -> np.ndarray:
+    """The high-rate estimate of a signal at `rate` holding its band up to `band_hz` (default
+    its Nyquist frequency), between the model's input Nyquist frequency and its output's (an 8
+    kHz file to a 4 -> 16 kHz model, or a file resampled up from one: `input_band_hz`): its own
+    band up to there, resampled (soxr), and above it the model's estimate from the signal taken
+    down to the model's input rate, at `BWEConfig.wide_input_gain`. The model alone would
+    replace the signal's measured band between the two Nyquist frequencies with a guess: on the
+    held-out test files at 8 kHz that cost 6.4 dB of SNR on speech and 14.6 dB on music against
+    simply resampling them."""
     config = model.config
     low, high = low_rate(config), config.hr_rate
-    if not low < rate < high:
-        raise ValueError(f"a wide input's rate lies between {low} and {high} Hz, not {rate}")
+    band_hz = rate / 2 if band_hz is None else band_hz
+    if not low / 2 < band_hz < high / 2 or band_hz > rate / 2:
+        raise ValueError(
+            f"a wide input's band ends between {low / 2} and {high / 2} Hz, within its "
+            f"Nyquist frequency; not {band_hz} Hz at {rate} Hz"
+        )
     audio = np.asarray(audio, dtype=np.float32)
     n = round(len(audio) * high / rate)
     lr = soxr.resample(audio, rate, low, "HQ")
     wide_config = config.for_wide_input() if isinstance(config, BWEConfig) else config
     with running_at(model, wide_config):
         estimate = fit_length(superresolve(model, lr), n)
-    own = fit_length(soxr.resample(audio, rate, high, "HQ"), n)
-    edge = rate / 2 - WIDE_CROSSOVER_HZ / 2
+    own = fit_length(audio if rate == high else soxr.resample(audio, rate, high, "HQ"), n)
+    edge = band_hz - WIDE_CROSSOVER_HZ / 2
     return crossover(own, estimate, high, edge, WIDE_CROSSOVER_HZ)
+
+
+# A band edge found this little above the model's input Nyquist frequency is that frequency:
+# a file resampled up from the model's own input rate (soxr leaves it at 0.97-1 of it).
+EDGE_AT_INPUT_NYQUIST = 1.1
+# Rates files are commonly made at. An edge just under one's Nyquist frequency (a resampler's
+# transition: soxr's from 8 kHz shows at 3812-3937 Hz) is a file resampled up from that rate:
+# its band is kept up to that frequency, as the file at that rate would keep it. On 8 kHz test
+# files saved at 44.1 kHz, the crossover ending at the edge found instead cost 0.1-0.9 dB.
+COMMON_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000)
+SNAP_TO_NYQUIST = 0.93  # an edge at this share of a common rate's Nyquist frequency or above
+
+
+def input_band_hz(audio: np.ndarray, rate: int, config: AudioModelConfig) -> float:
+    """How far up (Hz, at most the model's output Nyquist frequency) a signal at `rate` holds
+    its band: its Nyquist frequency, or lower, the edge `band_edge_hz` finds in it (a file
+    resampled up from a lower rate); an edge within `EDGE_AT_INPUT_NYQUIST` of the model's
+    input Nyquist frequency counts as that frequency, one just under a common rate's
+    (`COMMON_RATES`, `SNAP_TO_NYQUIST`) as that one."""
+    top = min(rate, config.hr_rate) / 2
+    edge = band_edge_hz(audio, rate, top)
+    low_nyquist = low_rate(config) / 2
+    if edge is None:
+        return top
+    if edge <= EDGE_AT_INPUT_NYQUIST * low_nyquist:
+        return min(low_nyquist, top)
+    nyquists = [r / 2 for r in COMMON_RATES if SNAP_TO_NYQUIST * r / 2 <= edge <= r / 2]
+    return min(nyquists[0], top) if nyquists else edge
+
+
+def keeps_own_band(band_hz: float, config: AudioModelConfig) -> bool:
+    """Whether an input holding its band up to `band_hz` keeps it (`superresolve_wide`): above
+    the model's input Nyquist frequency and under its output's."""
+    return low_rate(config) / 2 < band_hz < config.hr_rate / 2
+
+
+def superresolve_audio(
+    model: AudioModel, audio: np.ndarray, rate: int, lr: np.ndarray | None = None
+) -> tuple[np.ndarray, float, float | None]:
+    """A signal at any `rate` super-resolved as its band asks (`input_band_hz`): one that
+    holds a band the model's input rate cannot (an 8 kHz file, or one resampled up from it)
+    keeps it (`superresolve_wide`); any other is taken to the model's input rate (`lr` when
+    given: that signal read there) and super-resolved. Returns the estimate at hr_rate, the
+    input's band (Hz) and the level the band above it was painted at (None for the U-Net)."""
+    config = model.config
+    if rate > config.hr_rate:  # a resampler's edge at the output rate lies above any that matters
+        audio, rate = soxr.resample(audio, rate, config.hr_rate, "HQ"), config.hr_rate
+    band = input_band_hz(audio, rate, config)
+    if keeps_own_band(band, config):
+        level = config.for_wide_input().high_band_gain if isinstance(config, BWEConfig) else None
+        return superresolve_wide(model, audio, rate, band), band, level
+    if lr is None:
+        lr = soxr.resample(audio, rate, low_rate(config), "HQ")
+    estimate, level = superresolve_at_level(model, lr)
+    return estimate, band, level
 
 
 def spectrogram_png(
@@ -300,10 +362,11 @@ def superresolve_file(
     """Super-resolve an audio file of any length and rate with the model in `run_dir`.
 
     The input is read as mono and resampled (soxr) to the model's low rate, hr_rate / ratio.
-    A file between that rate and hr_rate (8 kHz for the 4 -> 16 kHz model) keeps its own band
-    up to its Nyquist frequency and the model fills the band above (`superresolve_wide`). A
-    file at hr_rate or above is the reference: it is taken down to the low rate, the PNG shows
-    it and the result carries SNR/LSD against it (model, spline and sinc).
+    A file holding its band above that rate's Nyquist frequency but not up to hr_rate's (an 8
+    kHz file to the 4 -> 16 kHz model, or a file resampled up from one: `input_band_hz`) keeps
+    its own band up to there and the model fills the band above (`superresolve_wide`). A file
+    at hr_rate or above whose band is whole is the reference: it is taken down to the low
+    rate, the PNG shows it and the result carries SNR/LSD against it (model, spline and sinc).
     Writes the WAV at hr_rate and the spectrogram PNG (default: beside the WAV).
     `high_band_gain` replaces the spectral model's calibrated level of the band it paints
     (1: the trained level, brighter and the lowest LSD).
@@ -313,20 +376,17 @@ def superresolve_file(
         model.config = with_high_band_gain(model.config, high_band_gain, run_dir)
     config = model.config
     lr = load_audio(input_path, low_rate(config))
-    rate = sf.info(str(input_path)).samplerate
-    wide = low_rate(config) < rate < config.hr_rate
-    if wide:
-        shown, shown_rate = load_audio(input_path, rate), rate
-        estimate = superresolve_wide(model, shown, rate)
-        level = config.for_wide_input().high_band_gain if isinstance(config, BWEConfig) else None
-    else:
-        shown, shown_rate = lr, low_rate(config)
-        estimate, level = superresolve_at_level(model, lr)
+    # Read at most at the output rate: a resampler's edge there lies above any that matters.
+    rate = min(sf.info(str(input_path)).samplerate, config.hr_rate)
+    audio = load_audio(input_path, rate)
+    estimate, band, level = superresolve_audio(model, audio, rate, lr)
+    wide = keeps_own_band(band, config)
+    shown, shown_rate = (audio, rate) if wide else (lr, low_rate(config))
     write_wav(output_path, estimate, config.hr_rate)
     png_path = Path(png_path) if png_path else Path(output_path).with_suffix(".png")
     reference = None
-    if rate >= config.hr_rate:
-        reference = fit_length(load_audio(input_path, config.hr_rate), len(estimate))
+    if band == config.hr_rate / 2:
+        reference = fit_length(audio, len(estimate))
     spectrogram_png(
         png_path,
         shown,
@@ -346,8 +406,9 @@ def superresolve_file(
         "ratio": config.ratio,
         "seconds": round(len(estimate) / config.hr_rate, 3),
     }
+    result["input_band_hz"] = band
     if wide:
-        result["kept_input_band_hz"] = rate / 2
+        result["kept_input_band_hz"] = band
     if isinstance(config, BWEConfig):
         # What this input ran at: pass_below depends on its band edge (`BWEConfig.for_input`).
         # The level it painted at: per input under a budget (`BWEConfig.high_band_budget`).
