@@ -76,6 +76,29 @@ def test_a_killed_run_resumes_to_the_same_bytes(
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "killed" / name).read_bytes()
 
 
+def test_a_checkpoint_of_another_model_size_is_not_resumed(
+    audio_data_dir: Path, tmp_path: Path
+) -> None:
+    """A preset that changed size since a run was killed: the run starts over with the new
+    model (to the bytes of a fresh run) instead of training the old one to the new schedule."""
+    pairs = audio_data_dir / "audio" / "pairs"
+    info = read_pairs_info(pairs)
+    old = preset("tiny", ratio=info.ratio, hr_rate=info.hr_rate, patch=2048)
+    new = dataclasses.replace(old, widths=(8, 24))
+    config = small_config(part_exponent=None)
+
+    def kill_at_step_9(fraction: float) -> None:
+        if fraction >= 9 / 12:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_audio_unet(pairs, tmp_path / "run", config, old, kill_at_step_9)
+    train_audio_unet(pairs, tmp_path / "run", config, new)
+    train_audio_unet(pairs, tmp_path / "fresh", config, new)
+    for name in ("metrics.parquet", MODEL_FILE, "config.json"):
+        assert (tmp_path / "fresh" / name).read_bytes() == (tmp_path / "run" / name).read_bytes()
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics(
     audio_data_dir: Path,
     tmp_path: Path,

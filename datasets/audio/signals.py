@@ -255,7 +255,7 @@ def band_edge_hz(x: np.ndarray, rate: float, top_hz: float) -> float | None:
     below it: the old Nyquist frequency of a file resampled up from a lower rate. None when no
     such edge lies between `BAND_EDGE_LOWEST_HZ` and 0.85 x `top_hz` (at most `rate` / 2), for
     silence and for signals under 256 samples. The spectrum is Welch's with a Blackman-Harris
-    window (side lobes 92 dB down) and about 20 Hz resolution; the edge is the top of the last
+    window (side lobes 92 dB down) and 20 Hz resolution or finer; the edge is the top of the last
     `BAND_EDGE_STEP_HZ` band still `BAND_EDGE_FLOOR_MARGIN_DB` over the band above's floor."""
     x = np.asarray(x, dtype=np.float64)
     top_hz = min(top_hz, rate / 2)

@@ -127,6 +127,12 @@ def trained_world_size(run_dir: str | Path) -> int | None:
     return int(_checkpoint_extra(run_dir).get("world_size", 1))
 
 
+def parameter_shapes(config: AudioModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every weight of the model `config` describes."""
+    model = build_model(config, torch.Generator())  # its own generator: the global one is left
+    return {name: tuple(value.shape) for name, value in model.state_dict().items()}
+
+
 def train_audio_unet(
     pairs_dir: str | Path,
     run_dir: str | Path,
@@ -160,12 +166,14 @@ def train_audio_unet(
     checkpoint = run_dir / CHECKPOINT_DIR
     # A checkpoint a kill interrupted is completed or discarded; a whole one is resumed from.
     resuming = resumable(checkpoint, ranks)
-    if resuming:
-        model_config = load_model_config(checkpoint)
-    elif model_config is None:
-        model_config = preset(
-            config.preset, ratio=info.ratio, hr_rate=info.hr_rate, patch=info.patch
-        )
+    wanted = model_config or preset(
+        config.preset, ratio=info.ratio, hr_rate=info.hr_rate, patch=info.patch
+    )
+    if resuming and parameter_shapes(load_model_config(checkpoint)) != parameter_shapes(wanted):
+        # A checkpoint of a model of another size (its preset has changed since) would go on
+        # training the old model to the new schedule: the run starts over instead.
+        resuming = False
+    model_config = load_model_config(checkpoint) if resuming else wanted
     if model_config.ratio != info.ratio or info.patch % model_config.multiple:
         raise ValueError(
             f"{pairs_dir}: pairs at ratio {info.ratio} with patch {info.patch} do not fit a "
