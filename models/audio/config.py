@@ -251,8 +251,9 @@ PROFILES: dict[str, AudioTrainConfig] = {
         checkpoint_every=50,
         eval_patches=16,
     ),
-    # `--profile full` on a CPU: 41 minutes on 2 cores (+8.8 dB over the spline on the held-out
-    # renders, docs/AUDIO_MODEL.md); the rate falls on a cosine to a tenth of it.
+    # `--profile full` on a CPU: 41 minutes on 2 cores (on the renders alone, +8.8 dB over the
+    # spline on the held-out ones; on the mix of recordings and renders +0.05:
+    # docs/AUDIO_MODEL.md); the rate falls on a cosine to a tenth of it.
     "full": AudioTrainConfig(
         preset="full",
         steps=4000,
