@@ -114,7 +114,8 @@ class AudioParams(CorpusParams):
     input: str | None = Field(
         None,
         description="Super-resolve this audio file (any rate, any length) and run only the "
-        "superres stage; a file between the model's input and output rates keeps its own band",
+        "superres stage; a file holding a band between the model's input and output Nyquist "
+        "frequencies (an 8 kHz file, or one resampled up from it) keeps its own band",
     )
     output: str | None = Field(
         None, description="Where --input's result goes; none: data_dir/reports/<stem>-sr.wav"
