@@ -80,8 +80,8 @@ def load_config(directory: str | Path, config_cls: type[ConfigT]) -> ConfigT:
     if not isinstance(raw, dict) or set(raw) - fields:
         foreign = sorted(set(raw) - fields) if isinstance(raw, dict) else raw
         raise ModelDirectoryError(
-            f"{path}: not a {config_cls.__name__} (unknown fields {foreign}); "
-            "is it a model of the other domain?"
+            f"{path}: fields {foreign} are not {config_cls.__name__}'s; is it a model of the "
+            "other domain, or one written by another version of this code?"
         )
     try:
         return config_cls(**raw)

@@ -178,6 +178,12 @@ def _foreign(run: Path, domain: str) -> None:
     LOADERS[other][0](run)
 
 
+def _unknown_field(run: Path, domain: str) -> None:
+    # A model written by another version of the code: one field more than this one knows.
+    config = run / checkpoint.CONFIG_FILE
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"keep_below": None}))
+
+
 BREAKAGES = {
     "missing directory": (lambda run, domain: shutil.rmtree(run), "no such model directory"),
     "missing weights": (
@@ -195,6 +201,10 @@ BREAKAGES = {
     ),
     "non-finite weights": (_non_finite, "holds NaN or infinite values"),
     "the other domain's model": (_foreign, "is it a model of the other domain"),
+    "a config field this code does not know": (
+        _unknown_field,
+        "fields ['keep_below'] are not",
+    ),
 }
 
 
