@@ -169,11 +169,12 @@ def train_audio_unet(
     wanted = model_config or preset(
         config.preset, ratio=info.ratio, hr_rate=info.hr_rate, patch=info.patch
     )
-    if resuming and parameter_shapes(load_model_config(checkpoint)) != parameter_shapes(wanted):
+    resumed = load_model_config(checkpoint) if resuming else None
+    if resumed is not None and parameter_shapes(resumed) != parameter_shapes(wanted):
         # A checkpoint of a model of another size (its preset has changed since) would go on
         # training the old model to the new schedule: the run starts over instead.
-        resuming = False
-    model_config = load_model_config(checkpoint) if resuming else wanted
+        resuming, resumed = False, None
+    model_config = resumed or wanted
     if model_config.ratio != info.ratio or info.patch % model_config.multiple:
         raise ValueError(
             f"{pairs_dir}: pairs at ratio {info.ratio} with patch {info.patch} do not fit a "
