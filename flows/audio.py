@@ -109,7 +109,35 @@ class AudioParams(CorpusParams):
     train_steps: int | None = Field(
         None,
         ge=1,
-        description="Training steps; none: the profile's (tiny 30, quick 100, full 2000)",
+        description="Training steps; none: the profile's (tiny 30, quick 100, full 4000; "
+        "the spectral model's full 20000)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="Fine-tune: start training from this model directory's weights (a run, "
+        "or models/pretrained/superres-x4-16k with --arch bwe); its architecture and sizes "
+        "are kept and the run is named ...-from-<directory>",
+    )
+    keep_below: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="U-Net: the output keeps the input's own band below this share of its "
+        "Nyquist frequency (the network's residual high-passed there; 0.75: the band every "
+        "anti-aliasing filter passes whole); none: the model's own",
+    )
+    train_parts: list[str] | None = Field(
+        None,
+        description="Train on these parts of a mixed corpus only (bach, recordings-speech, "
+        "recordings-music); none: all",
+    )
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate; none: the profile's (full: 1e-3)"
+    )
+    part_exponent: float | None = Field(
+        None,
+        description="How batches draw on a mixed corpus's parts: a part with n patches has "
+        "weight n ** this (0: equal shares, 1: by size); none: the profile's",
     )
     input: str | None = Field(
         None,
@@ -254,6 +282,11 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
             arch=params.arch,
             launch=params.launch(),
             compiled=params.compile,
+            init_from=params.init_from,
+            keep_below=params.keep_below,
+            parts=params.train_parts,
+            lr=params.lr,
+            part_exponent=params.part_exponent,
         )
         result["run_dir"] = trained["run_dir"]
     if {"evaluate", "superres"} & set(stages) and "run_dir" not in result:

@@ -29,7 +29,7 @@ from models.audio.config import EVAL_LIMITS, profile_config
 from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
 from models.audio.infer import latest_run, superresolve_file
-from models.audio.train import METRICS_FILE, rank_args, train_audio_unet
+from models.audio.train import METRICS_FILE, rank_args, start_digest, train_audio_unet
 from models.distributed import LaunchConfig, launch_training
 from tasks.common import Progress, publish_table
 
@@ -74,7 +74,9 @@ def _train(
     # what the stamp vouches for: a changed calibration recalibrates the finished run (resumed
     # from its last checkpoint, no step trained) instead of keeping the old choice.
     calibrated = [calibration_code_version()] if overrides.get("arch") == "bwe" else []
-    key = sha256_json([dataclasses.asdict(config), data_key, *calibrated])
+    # The weights a fine-tuning run starts from, by content: new ones at the same path retrain.
+    start = [] if config.init_from is None else [start_digest(config.init_from)]
+    key = sha256_json([dataclasses.asdict(config), data_key, *calibrated, *start])
     recorded = reuse_stamp(run_dir, key, [run_dir / "config.json"])
     logger = get_run_logger()
     if recorded is not None:
@@ -110,20 +112,47 @@ def train_audio_model(
     arch: str = "unet",
     launch: LaunchConfig = LaunchConfig(),
     compiled: bool = False,
+    init_from: str | None = None,
+    keep_below: float | None = None,
+    parts: list[str] | None = None,
+    lr: float | None = None,
+    part_exponent: float | None = None,
 ) -> dict[str, Any]:
     """Train the U-Net (`arch` "unet") or the spectral bandwidth extender ("bwe", the
     `bwe-<profile>` preset) on `audio/pairs`, resuming a killed run; `steps` overrides the
     profile's; data-parallel over the ranks of `launch`, through torch.compile when
-    `compiled`."""
+    `compiled`; from the weights of the model directory `init_from` when given (fine-tuning),
+    with the U-Net's band below `keep_below` of the input's kept, on the corpus `parts` only,
+    `lr` and `part_exponent` overriding the profile's (`AudioTrainConfig`); each named in the
+    run's name: `...-<parts>-kept<share>-lr<rate>-shares<exponent>-from-<directory>`."""
     logger = get_run_logger()
     pairs = pairs_dir(data_dir)
     info = read_pairs_info(pairs)
     prefix = "" if arch == "unet" else f"{arch}-"
-    name = run_name or f"{prefix}{profile}-x{info.ratio}-{info.filter}-seed{seed}"
+    variant = "".join(
+        [
+            "" if parts is None else "-" + "+".join(parts),
+            "" if keep_below is None else f"-kept{keep_below:g}",
+            "" if lr is None else f"-lr{lr:g}",
+            "" if part_exponent is None else f"-shares{part_exponent:g}",
+            "" if init_from is None else f"-from-{Path(init_from).resolve().name}",
+        ]
+    )
+    name = run_name or f"{prefix}{profile}-x{info.ratio}-{info.filter}-seed{seed}{variant}"
     run_dir = models_dir(data_dir) / name
     overrides: dict[str, Any] = {"arch": arch}
     if steps is not None:
         overrides["steps"] = steps
+    if init_from is not None:
+        overrides["init_from"] = str(Path(init_from).resolve())
+    if keep_below is not None:
+        overrides["keep_below"] = keep_below
+    if parts is not None:
+        overrides["parts"] = tuple(parts)
+    if lr is not None:
+        overrides["lr"] = lr
+    if part_exponent is not None:
+        overrides["part_exponent"] = part_exponent
     data_key = read_stamp(Path(data_dir) / "audio")
     logger.info("training %s on %s (%s)", run_dir, pairs, info)
     summary = _train(pairs, run_dir, profile, seed, data_key, launch, compiled, **overrides)

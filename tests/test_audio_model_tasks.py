@@ -43,6 +43,13 @@ torch.set_num_threads(1)
 @flow
 def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
     trained = train_audio_model(data_dir, "tiny", 0)
+    # Fine-tuned from it with the input's band kept, twice: the second finds it trained.
+    tuned = [
+        train_audio_model(
+            data_dir, "tiny", 0, steps=5, init_from=trained["run_dir"], keep_below=0.75, lr=1e-4
+        )
+        for _ in range(2)
+    ]
     evaluated = evaluate_audio_model(data_dir, trained["run_dir"], "tiny")
     examples = superresolve_examples(data_dir, trained["run_dir"], count=1, max_seconds=2.0)
     single = superresolve_file_task(example_input, None, data_dir, None)
@@ -51,6 +58,7 @@ def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
     mismatch = filter_mismatch(data_dir, "tiny", 0, ("soxr", "random"))
     return {
         "trained": trained,
+        "tuned": tuned,
         "evaluated": evaluated,
         "examples": examples,
         "single": single,
@@ -73,6 +81,11 @@ def test_tasks_in_a_flow(
     run_dir = Path(result["trained"]["run_dir"])
     assert run_dir == audio_data_dir / "models" / "audio" / "tiny-x4-soxr-seed0"
     assert result["trained"]["steps"] == 30
+    tuned, again = result["tuned"]
+    name = "tiny-x4-soxr-seed0-kept0.75-lr0.0001-from-tiny-x4-soxr-seed0"
+    assert Path(tuned["run_dir"]).name == name
+    assert (tuned["steps"], tuned["reused"], again["reused"]) == (5, False, True)
+    assert load_model(tuned["run_dir"], "cpu").config.keep_below == 0.75
     assert not result["trained"]["reused"]
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -85,7 +98,7 @@ def test_tasks_in_a_flow(
     assert sf.info(example_out["lr_wav"]).samplerate == 4000
 
     single = result["single"]
-    assert single["model"] == str(run_dir)  # the latest run when none is named
+    assert single["model"] == tuned["run_dir"]  # the latest run when none is named
     assert Path(single["output"]) == audio_data_dir / "reports" / "phrase04-sr.wav"
     assert Path(single["png"]).exists()
     assert single["metrics"]["model"]["snr_db"] > 0
@@ -121,7 +134,7 @@ def test_tasks_in_a_flow(
     monkeypatch.setattr(flows.audio, "run_cli", no_flow)
     flows.audio.main(["--input", example, "--output", str(direct), "--data-dir", data_dir])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["model"] == str(run_dir)
+    assert printed["model"] == tuned["run_dir"]
     assert sf.read(str(direct))[0].tolist() == sf.read(single["output"])[0].tolist()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from datasets.audio.dataset import file_parts
 from models import checkpoint
 from models.audio.config import AudioTrainConfig, preset, profile_config
 from models.audio.data import (
@@ -21,9 +23,10 @@ from models.audio.data import (
     part_rows,
     read_pairs_info,
 )
+from models.audio.infer import load_model
 from models.audio.losses import relative_mse, stft_loss
 from models.audio.train import learning_rate, train_audio_unet, train_seconds, trained_steps
-from models.checkpoint import MODEL_FILE, STATE_JSON_FILE
+from models.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_JSON_FILE, ModelDirectoryError
 
 torch.set_num_threads(1)
 
@@ -196,7 +199,7 @@ def test_missing_pairs_and_unfit_patches_are_clear_errors(tmp_path: Path, tiny_s
     with pytest.raises(FileNotFoundError, match=f"no train-\\*.parquet shards in {tmp_path}"):
         train_audio_unet(tmp_path, tmp_path / "run", small_config())
     wrong_ratio = preset("tiny", ratio=2, hr_rate=16000, patch=2048)
-    with pytest.raises(ValueError, match="pairs at ratio 4 with patch 2048 do not fit"):
+    with pytest.raises(ValueError, match="ratio 4, with patch 2048 do not fit"):
         train_audio_unet(tiny_set, tmp_path / "run", small_config(), wrong_ratio)
 
 
@@ -283,3 +286,76 @@ def test_the_cosine_schedule_runs_from_the_rate_to_its_floor() -> None:
     assert learning_rate(config, 50) == pytest.approx(0.55e-3)
     assert learning_rate(config, 100) == pytest.approx(1e-4)
     assert learning_rate(AudioTrainConfig(lr=2e-3), 70) == 2e-3  # constant unless asked
+
+
+def test_a_run_can_start_from_another_models_weights(audio_data_dir: Path, tmp_path: Path) -> None:
+    """`init_from` (fine-tuning): the run trains that model from its weights, at its trained
+    settings (a calibrated level back at 1); a model of the other architecture, or a broken
+    directory, is refused by name."""
+    pairs = audio_data_dir / "audio" / "pairs"
+    train_audio_unet(pairs, tmp_path / "first", small_config(preset="bwe-tiny"))
+    calibrated = json.loads((tmp_path / "first" / CONFIG_FILE).read_text())
+    (tmp_path / "first" / CONFIG_FILE).write_text(json.dumps(calibrated | {"high_band_gain": 0.3}))
+    # One step at a rate too small to move a weight: the run starts where the first ended.
+    config = small_config(preset="bwe-tiny", steps=1, lr=1e-12, init_from=str(tmp_path / "first"))
+    train_audio_unet(pairs, tmp_path / "second", config)
+    assert json.loads((tmp_path / "second" / CONFIG_FILE).read_text()) == calibrated
+    first, second = (
+        load_model(tmp_path / name, "cpu").state_dict() for name in ("first", "second")
+    )
+    for name, weights in first.items():
+        torch.testing.assert_close(second[name], weights, rtol=0, atol=1e-9)
+    fresh = small_config(preset="bwe-tiny", steps=1, lr=1e-12)
+    train_audio_unet(pairs, tmp_path / "fresh", fresh)
+    assert not torch.equal(
+        load_model(tmp_path / "fresh", "cpu").amp_in.weight, first["amp_in.weight"]
+    )
+    with pytest.raises(ValueError, match=r"spectral .* cannot start a run of preset 'tiny'"):
+        train_audio_unet(pairs, tmp_path / "unet", small_config(init_from=str(tmp_path / "first")))
+    with pytest.raises(ModelDirectoryError, match="none: no such model directory"):
+        train_audio_unet(pairs, tmp_path / "x", small_config(init_from=str(tmp_path / "none")))
+    shutil.copytree(tmp_path / "first", tmp_path / "broken")
+    weights = tmp_path / "broken" / MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelDirectoryError, match=r"broken/model\.safetensors"):
+        train_audio_unet(pairs, tmp_path / "x", small_config(init_from=str(tmp_path / "broken")))
+
+
+def test_a_run_keeps_the_inputs_band_when_asked(audio_data_dir: Path, tmp_path: Path) -> None:
+    pairs = audio_data_dir / "audio" / "pairs"
+    train_audio_unet(pairs, tmp_path / "kept", small_config(steps=3, keep_below=0.75))
+    assert json.loads((tmp_path / "kept" / CONFIG_FILE).read_text())["keep_below"] == 0.75
+    with pytest.raises(ValueError, match="keep_below for a run is the U-Net's"):
+        train_audio_unet(pairs, tmp_path / "bwe", small_config(preset="bwe-tiny", keep_below=0.7))
+
+
+def test_a_run_on_some_parts_never_draws_the_others(audio_data_dir: Path, tmp_path: Path) -> None:
+    """The renders as the parts of a mix, organ and piano (`audio_corpus.render_corpus`: odd
+    phrases are the organ's); the organ's training patches made NaN: a run on both parts is
+    poisoned by them, a run on the piano never sees them."""
+    data = tmp_path / "data"
+    shutil.copytree(audio_data_dir, data)
+    files = pq.read_table(data / "audio" / "files.parquet")
+    paths = [
+        f"{'organ' if int(file_id[-2:]) % 2 else 'piano'}/{path}"
+        for file_id, path in zip(
+            files.column("file_id").to_pylist(), files.column("path").to_pylist(), strict=True
+        )
+    ]
+    files = files.set_column(files.column_names.index("path"), "path", pa.array(paths))
+    pq.write_table(files, data / "audio" / "files.parquet")
+    parts = file_parts(data)
+    poisoned, clean = "organ", "piano"
+    for shard in pair_shards(data / "audio" / "pairs", "train"):
+        table = pq.read_table(shard)
+        hr = np.stack([np.asarray(row, dtype=np.float32) for row in table.column("hr").to_pylist()])
+        hr[[parts[f] == poisoned for f in table.column("file_id").to_pylist()]] = np.nan
+        column = pa.array(list(hr), type=table.schema.field("hr").type)
+        pq.write_table(table.set_column(table.column_names.index("hr"), "hr", column), shard)
+    pairs = data / "audio" / "pairs"
+    config = small_config(steps=6, eval_split="train")
+    assert np.isnan(train_audio_unet(pairs, tmp_path / "all", config)["final_mse"])
+    only = train_audio_unet(pairs, tmp_path / "only", dataclasses.replace(config, parts=(clean,)))
+    assert np.isfinite(only["final_mse"])
+    with pytest.raises(ValueError, match=r"no training patches of the parts \['organs'\]"):
+        train_audio_unet(pairs, tmp_path / "x", dataclasses.replace(config, parts=("organs",)))

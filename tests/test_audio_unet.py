@@ -101,3 +101,25 @@ def test_presets_are_frozen_and_validated() -> None:
         AudioUNetConfig(widths=[4, 8], kernels=[9])
     with pytest.raises(ValueError, match="patch 102 is not a multiple of 4"):
         AudioUNetConfig(widths=[4], kernels=[9], patch=102)
+
+
+def test_keep_below_makes_the_inputs_band_the_output_whatever_the_weights() -> None:
+    """With `keep_below` the residual is high-passed: below that share of the input's Nyquist
+    frequency (0.75 x 2 kHz at 16 kHz, x4) the output is the input; above it the network's."""
+    config = preset("tiny", hr_rate=16000, ratio=4)
+    kept = dataclasses.replace(config, keep_below=0.75)
+    spectra = []
+    for model_config in (config, kept):
+        model = AudioUNet(model_config, torch.Generator().manual_seed(0)).eval()
+        with torch.no_grad():
+            model.last.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+            x = torch.randn(1, 1, 8192, generator=torch.Generator().manual_seed(2))
+            residual = (model(x) - x)[0, 0, 1024:-1024]  # away from the ends
+        spectra.append(torch.fft.rfft(residual).abs() ** 2)
+    hz = torch.fft.rfftfreq(6144, 1 / 16000)
+    below, above = hz < 1300, hz > 1700
+    whole, high_passed = spectra
+    assert high_passed[below].sum() < 1e-3 * whole[below].sum()
+    assert float(high_passed[above].sum()) == pytest.approx(float(whole[above].sum()), rel=0.05)
+    with pytest.raises(ValueError, match="keep_below"):
+        dataclasses.replace(config, keep_below=0.0)

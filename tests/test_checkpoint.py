@@ -181,7 +181,7 @@ def _foreign(run: Path, domain: str) -> None:
 def _unknown_field(run: Path, domain: str) -> None:
     # A model written by another version of the code: one field more than this one knows.
     config = run / checkpoint.CONFIG_FILE
-    config.write_text(json.dumps(json.loads(config.read_text()) | {"keep_below": None}))
+    config.write_text(json.dumps(json.loads(config.read_text()) | {"band_split_hz": 1500}))
 
 
 BREAKAGES = {
@@ -203,7 +203,7 @@ BREAKAGES = {
     "the other domain's model": (_foreign, "is it a model of the other domain"),
     "a config field this code does not know": (
         _unknown_field,
-        "fields ['keep_below'] are not",
+        "fields ['band_split_hz'] are not",
     ),
 }
 

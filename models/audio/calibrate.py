@@ -383,14 +383,7 @@ def calibrate(
     if not isinstance(model, BandwidthExtender):
         raise ValueError(f"{model_dir}: only the spectral model has bands to calibrate")
     # From the settings it was trained with, so calibrating twice gives the same choice.
-    model.config = dataclasses.replace(
-        model.config,
-        pass_below=None,
-        pass_below_sharp_edge=None,
-        high_band_gain=1.0,
-        high_band_budget=None,
-        wide_input_gain=None,
-    )
+    model.config = model.config.as_trained()
     references = read_references(
         data_dir, spread_files(split_files(data_dir, split), per_part), max_seconds
     )

@@ -29,6 +29,10 @@ class AudioUNetConfig:
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192  # training patch length at the high rate (training sets it from the data)
+    # Below this share of the input's Nyquist frequency the output is the input: the network's
+    # residual is high-passed there (`models.audio.unet.keep_input_band`), as the spectral
+    # model keeps the band every anti-aliasing filter passes whole. None: the whole residual.
+    keep_below: float | None = None
 
     def __post_init__(self) -> None:
         # config.json holds lists; the config holds tuples, so a loaded one equals its preset.
@@ -40,6 +44,8 @@ class AudioUNetConfig:
             raise ValueError(f"kernel lengths must be odd for 'same' padding: {self.kernels}")
         if self.patch % self.multiple:
             raise ValueError(f"patch {self.patch} is not a multiple of {self.multiple}")
+        if self.keep_below is not None and not 0.0 < self.keep_below <= 1.0:
+            raise ValueError(f"keep_below is a share of the input's band: {self.keep_below}")
 
     @property
     def depth(self) -> int:
@@ -106,6 +112,18 @@ class BWEConfig:
     ratio: int = 4
     hr_rate: int = 16000
     patch: int = 8192
+
+    def as_trained(self) -> BWEConfig:
+        """The settings the network trains at: every inference setting `models.audio.calibrate`
+        chooses back at its trained value."""
+        return dataclasses.replace(
+            self,
+            pass_below=None,
+            pass_below_sharp_edge=None,
+            high_band_gain=1.0,
+            high_band_budget=None,
+            wide_input_gain=None,
+        )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.keep_below <= 1.0:
@@ -223,6 +241,16 @@ class AudioTrainConfig:
     # How batches draw on a mixed corpus's parts (`models.audio.data.iter_mixed_epoch`): a part
     # with n rows has weight n ** part_exponent (0: equal shares); None: the shards in turn.
     part_exponent: float | None = None
+    # A model directory (a run, or a shipped model) whose weights start the run: fine-tuning.
+    # Its config is the model's (architecture, sizes, trained settings); its optimizer state and
+    # steps are not taken. None: the preset's model from its initialisation.
+    init_from: str | None = None
+    # The U-Net's `keep_below` for this run (None: the model's own): a run started from a
+    # model without a kept band can learn with one.
+    keep_below: float | None = None
+    # Train on these parts of a mixed corpus only (`datasets.audio.dataset.file_parts`: "bach",
+    # "recordings-speech", ...), drawn by `part_exponent` (None: by their sizes); None: all.
+    parts: tuple[str, ...] | None = None
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 100

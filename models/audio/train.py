@@ -34,8 +34,14 @@ import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from datasets.audio.dataset import file_parts
-from datasets.io import write_json_atomic, write_parquet_atomic
-from models.audio.config import AudioModelConfig, AudioTrainConfig, model_config_class, preset
+from datasets.io import sha256_file, write_json_atomic, write_parquet_atomic
+from models.audio.config import (
+    AudioModelConfig,
+    AudioTrainConfig,
+    BWEConfig,
+    model_config_class,
+    preset,
+)
 from models.audio.data import (
     batches_per_epoch,
     iter_epoch,
@@ -46,10 +52,11 @@ from models.audio.data import (
     part_rows,
     read_pairs_info,
 )
-from models.audio.infer import build_model, load_model_config, predict_patches
+from models.audio.infer import build_model, load_model, load_model_config, predict_patches
 from models.audio.losses import relative_mse, stft_loss
 from models.audio.metrics import snr_db
 from models.checkpoint import (
+    MODEL_FILE,
     STATE_JSON_FILE,
     has_checkpoint,
     load_checkpoint,
@@ -133,6 +140,28 @@ def parameter_shapes(config: AudioModelConfig) -> dict[str, tuple[int, ...]]:
     return {name: tuple(value.shape) for name, value in model.state_dict().items()}
 
 
+def started_from_config(
+    config: AudioTrainConfig, model_config: AudioModelConfig
+) -> AudioModelConfig:
+    """The model a run started from `config.init_from` trains: that model's config at its
+    trained settings (a calibrated one's inference settings reset), if it is the architecture
+    `config.preset` names."""
+    if isinstance(model_config, BWEConfig) != config.preset.startswith("bwe-"):
+        kind = "spectral (--arch bwe)" if isinstance(model_config, BWEConfig) else "U-Net"
+        raise ValueError(
+            f"{config.init_from}: a {kind} model cannot start a run of preset {config.preset!r}; "
+            "train it as its own architecture"
+        )
+    return model_config.as_trained() if isinstance(model_config, BWEConfig) else model_config
+
+
+def start_digest(directory: str | Path) -> str:
+    """The sha256 of the weights a run starts from (`AudioTrainConfig.init_from`), once they
+    load as a model: a broken directory is refused here, naming the file."""
+    load_model(directory, "cpu")
+    return sha256_file(Path(directory) / MODEL_FILE)
+
+
 def train_audio_unet(
     pairs_dir: str | Path,
     run_dir: str | Path,
@@ -146,8 +175,9 @@ def train_audio_unet(
     """Train (or resume training) a model on `pairs_dir`; write the run into `run_dir`.
 
     `model_config` defaults to the preset named in `config`, with ratio, hr_rate and patch taken
-    from the pairs dataset. `ranks`: this process's place in a data-parallel run (module doc);
-    `compiled`: train through `torch.compile`. Returns a small summary record.
+    from the pairs dataset; with `config.init_from` it is that model's, and its weights start
+    the run (`started_from_config`). `ranks`: this process's place in a data-parallel run
+    (module doc); `compiled`: train through `torch.compile`. Returns a small summary record.
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -156,9 +186,16 @@ def train_audio_unet(
     # The pairs live in <data_dir>/audio/pairs, beside the files table that names each part.
     part_index = (
         None
-        if config.part_exponent is None
+        if config.part_exponent is None and config.parts is None
         else part_rows(shards, file_parts(Path(pairs_dir).parents[1]))
     )
+    if part_index is not None and config.parts is not None:
+        if missing := sorted(set(config.parts) - set(part_index)):
+            raise ValueError(
+                f"{pairs_dir}: no training patches of the parts {missing}; its parts are "
+                f"{sorted(part_index)}"
+            )
+        part_index = {part: part_index[part] for part in config.parts}
     check_batch(config.batch_size, ranks)
     device = torch.device(device) if device else rank_device(ranks)
     generator = torch.Generator().manual_seed(config.seed)
@@ -166,24 +203,41 @@ def train_audio_unet(
     checkpoint = run_dir / CHECKPOINT_DIR
     # A checkpoint a kill interrupted is completed or discarded; a whole one is resumed from.
     resuming = resumable(checkpoint, ranks)
-    wanted = model_config or preset(
-        config.preset, ratio=info.ratio, hr_rate=info.hr_rate, patch=info.patch
-    )
+    started_from = None if config.init_from is None else load_model(config.init_from, "cpu")
+    if started_from is not None:
+        wanted = started_from_config(config, started_from.config)
+    else:
+        wanted = model_config or preset(
+            config.preset, ratio=info.ratio, hr_rate=info.hr_rate, patch=info.patch
+        )
     resumed = load_model_config(checkpoint) if resuming else None
     if resumed is not None and parameter_shapes(resumed) != parameter_shapes(wanted):
         # A checkpoint of a model of another size (its preset has changed since) would go on
         # training the old model to the new schedule: the run starts over instead.
         resuming, resumed = False, None
     model_config = resumed or wanted
-    if model_config.ratio != info.ratio or info.patch % model_config.multiple:
+    if config.keep_below is not None:
+        if isinstance(model_config, BWEConfig):
+            raise ValueError(
+                "keep_below for a run is the U-Net's; the spectral model's is its preset's"
+            )
+        model_config = dataclasses.replace(model_config, keep_below=config.keep_below)
+    if (
+        model_config.ratio != info.ratio
+        or model_config.hr_rate != info.hr_rate
+        or info.patch % model_config.multiple
+    ):
         raise ValueError(
-            f"{pairs_dir}: pairs at ratio {info.ratio} with patch {info.patch} do not fit a "
-            f"model for ratio {model_config.ratio} needing lengths divisible by "
-            f"{model_config.multiple}"
+            f"{pairs_dir}: pairs at {info.hr_rate} Hz, ratio {info.ratio}, with patch "
+            f"{info.patch} do not fit a model for {model_config.hr_rate} Hz, ratio "
+            f"{model_config.ratio}, needing lengths divisible by {model_config.multiple}"
         )
     model_config = dataclasses.replace(model_config, patch=info.patch)
     # On the device before the optimizer exists: loaded Adam state follows its parameters.
-    model = build_model(model_config, generator=generator).to(device)
+    model = build_model(model_config, generator=generator)
+    if started_from is not None and not resuming:
+        model.load_state_dict(started_from.state_dict())
+    model = model.to(device)
     fused = True if device.type == "cuda" else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999), fused=fused)
 
@@ -213,7 +267,11 @@ def train_audio_unet(
             batches = iter_epoch(shards, config.batch_size, config.seed, epoch)
         else:
             batches = iter_mixed_epoch(
-                part_index, config.batch_size, config.seed, epoch, config.part_exponent
+                part_index,
+                config.batch_size,
+                config.seed,
+                epoch,
+                1.0 if config.part_exponent is None else config.part_exponent,
             )
         for index, (hr, lr) in enumerate(batches):
             if index < batch_in_epoch:

@@ -44,6 +44,21 @@ def seeded_dropout(
     return x * keep / (1.0 - p)
 
 
+# The STFT that splits the U-Net's residual at `keep_below` (32 ms frames at 16 kHz).
+KEEP_FFT, KEEP_HOP = 512, 128
+
+
+def keep_input_band(x: torch.Tensor, y: torch.Tensor, share: float, ratio: int) -> torch.Tensor:
+    """`y` with its difference from the input `x` (both (B, 1, L)) removed below `share` of
+    the input's Nyquist frequency (1 / (2 ratio) of the rate): there the output is `x`."""
+    window = torch.hann_window(KEEP_FFT, device=x.device)
+    residual = torch.stft((y - x)[:, 0], KEEP_FFT, KEEP_HOP, window=window, return_complex=True)
+    cut = round(share * (KEEP_FFT // 2) / ratio)
+    residual = torch.cat([torch.zeros_like(residual[:, :cut]), residual[:, cut:]], dim=1)
+    kept = torch.istft(residual, KEEP_FFT, KEEP_HOP, window=window, length=x.shape[-1])
+    return x + kept[:, None, :]
+
+
 class AudioUNet(nn.Module):
     def __init__(self, config: AudioUNetConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -88,7 +103,10 @@ class AudioUNet(nn.Module):
         for conv, skip in zip(self.up, reversed(skips), strict=True):
             h = F.relu(seeded_dropout(conv(h), p, self.training, generator))
             h = torch.cat([subpixel_1d(h, 2), skip], dim=1)
-        return x + subpixel_1d(self.last(h), 2)
+        y = x + subpixel_1d(self.last(h), 2)
+        if self.config.keep_below is None:
+            return y
+        return keep_input_band(x, y, self.config.keep_below, self.config.ratio)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
