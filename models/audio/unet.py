@@ -7,6 +7,7 @@ as in the paper), to the high-resolution signal:
     bottleneck     Conv1d(stride 2) -> Dropout -> LeakyReLU(0.2)
     up blocks      Conv1d(2 * width) -> Dropout -> ReLU -> subpixel x2 -> concat(skip)
     last           Conv1d(2 channels, kernel 9) -> subpixel x2 -> + input   (additive residual)
+    keep_below     the residual high-passed there (`keep_input_band`; off in every preset)
 
 The paper's code uses widths 128, 384, 512, 512, ... and kernels 65, 33, 17, 9, 9, ... with four
 blocks; the bottleneck takes the last width and kernel. Weights start orthogonal, biases at zero,
