@@ -62,8 +62,7 @@ def gated(
 ) -> np.ndarray:
     """The card's output with its band above `cutoff_hz` moved toward the U-Net's by `w` (per
     sample, in [0, 1])."""
-    difference = high_band(unet, rate, cutoff_hz) - high_band(card, rate, cutoff_hz)
-    return (card + w * difference).astype(np.float32)
+    return (card + w * high_band(unet - card, rate, cutoff_hz)).astype(np.float32)
 
 
 def _blocks(y: np.ndarray) -> np.ndarray:
@@ -94,8 +93,9 @@ def block_terms(
     reference: np.ndarray, card: np.ndarray, unet: np.ndarray, rate: int, cutoff_hz: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per whole block, <e, d> and |d|^2 over the file's mean block energy (module doc)."""
-    error = _blocks(high_band(reference, rate, cutoff_hz) - high_band(card, rate, cutoff_hz))
-    difference = _blocks(high_band(unet, rate, cutoff_hz) - high_band(card, rate, cutoff_hz))
+    # The split is linear: the band of a difference is the difference of the bands.
+    error = _blocks(high_band(reference - card, rate, cutoff_hz))
+    difference = _blocks(high_band(unet - card, rate, cutoff_hz))
     energy = max(float(np.mean(np.sum(_blocks(reference.astype(np.float64)) ** 2, 1))), 1e-12)
     return np.sum(error * difference, 1) / energy, np.sum(difference**2, 1) / energy
 
