@@ -25,7 +25,7 @@ from datasets.audio.pairs import PairSpec
 from datasets.inventory import batches
 from flows.cli import parse_params, run_cli
 from flows.params import CorpusParams, CorpusResult
-from models.audio.config import QUICK_LIMIT
+from models.audio.config import PRESETS, QUICK_LIMIT
 from tasks.audio import (
     discover_task,
     load_task,
@@ -112,11 +112,17 @@ class AudioParams(CorpusParams):
         description="Training steps; none: the profile's (tiny 30, quick 100, full 4000; "
         "the spectral model's full 20000)",
     )
+    preset: str | None = Field(
+        None,
+        description="Model size: a preset of --arch in place of the profile's (narrow: the "
+        "U-Net at half the full preset's widths, the gated model's U-Net); the run is named "
+        "<profile>-<preset>-...",
+    )
     init_from: str | None = Field(
         None,
         description="Fine-tune: start training from this model directory's weights (a run, "
-        "or models/pretrained/superres-x4-16k with --arch bwe); its architecture and sizes "
-        "are kept and the run is named ...-from-<directory>",
+        "or models/pretrained/superres-x4-16k: its network of --arch); its architecture and "
+        "sizes are kept and the run is named ...-from-<directory>",
     )
     keep_below: float | None = Field(
         None,
@@ -166,6 +172,18 @@ class AudioParams(CorpusParams):
     @model_validator(mode="after")
     def _check_patch(self) -> AudioParams:
         self.pair_spec()  # refuses a patch or stride that is no multiple of the ratio
+        return self
+
+    @model_validator(mode="after")
+    def _check_preset(self) -> AudioParams:
+        if self.preset is not None:
+            kinds = {"unet": [n for n in PRESETS if not n.startswith("bwe-")]}
+            kinds["bwe"] = [n for n in PRESETS if n.startswith("bwe-")]
+            if self.preset not in kinds[self.arch]:
+                raise ValueError(
+                    f"preset {self.preset!r} is not a size of --arch {self.arch}; choose from "
+                    f"{kinds[self.arch]}"
+                )
         return self
 
     def corpus_names(self) -> list[str]:
@@ -287,6 +305,7 @@ def audio_flow(params: AudioParams = AudioParams()) -> AudioResult:
             parts=params.train_parts,
             lr=params.lr,
             part_exponent=params.part_exponent,
+            preset=params.preset,
         )
         result["run_dir"] = trained["run_dir"]
     if {"evaluate", "superres"} & set(stages) and "run_dir" not in result:

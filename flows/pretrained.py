@@ -13,7 +13,10 @@
   evaluate: NLL beside the baselines and the musicality study of held-out prompts).
 - `superres-x4-16k`: the audio flow on real speech, real music and the chorale renders
   (`SUPERRES_CORPUS`) at 4 -> 16 kHz with a random anti-aliasing filter per file, the spectral
-  model (`--arch bwe`) at the `full` profile; evaluated per part and on unseen filters.
+  model (`--arch bwe`) at the `full` profile; evaluated per part and on unseen filters. With
+  `--superres gated`, beside it a U-Net in two stages (`SUPERRES_UNET_STAGES`) and the gate
+  between them fitted on the training files (`models.audio.gated`), the gated model evaluated
+  and exported in its place (when better, or with `--force`).
 
 Runs live under `data_dir` and resume from their checkpoints, so a killed build picks up where
 it stopped. A model replaces the shipped one only when its headline number (JSB valid NLL, the
@@ -34,6 +37,7 @@ from flows.cli import run_cli
 from flows.params import FlowParams, Profile
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.symbolic.jsb import SHIPPED_RECIPE, SHIPPED_RESTART
+from tasks.audio_model import gate_audio_models
 from tasks.pretrained import export_jsb_model, export_music21_model, export_superres_model
 from tasks.symbolic_model import jsb_benchmark
 
@@ -41,6 +45,22 @@ PretrainedName = Literal["jsb", "music21", "superres-x4-16k"]
 DEFAULT_JSB = "../shared/data/jsb/Jsb16thSeparated.json"
 # What the shipped super-resolution model learns from: real speech, real music, the renders.
 SUPERRES_CORPUS = "recordings-speech+recordings-music+bach"
+# The gated model's U-Net (`--superres gated`, `models.audio.gated`): the `narrow` preset
+# (about as fast as the spectral model), in two stages: on the renders alone, the input's band
+# below 1.5 kHz kept; then from its weights on every part in equal shares at a third of the
+# rate, so it errs less on recordings where the gate opens by mistake (docs/AUDIO_MODEL.md,
+# 2026-12-04). Other profiles keep their own steps and rates.
+PREVIOUS_STAGE = "<the previous stage>"
+SUPERRES_UNET_STAGES: tuple[dict[str, Any], ...] = (
+    {"preset": "narrow", "train_parts": ["bach"], "keep_below": 0.75, "train_steps": 4500},
+    {
+        "preset": "narrow",
+        "init_from": PREVIOUS_STAGE,
+        "lr": 3e-4,
+        "part_exponent": 0.0,
+        "train_steps": 1000,
+    },
+)
 
 
 class PretrainedParams(FlowParams):
@@ -52,6 +72,12 @@ class PretrainedParams(FlowParams):
     out_dir: str = Field("models/pretrained", description="Where shipped models go")
     jsb: str = Field(DEFAULT_JSB, description="Coconet-format Jsb16thSeparated.json")
     force: bool = Field(False, description="Replace shipped models even when not better")
+    superres: Literal["spectral", "gated"] = Field(
+        "spectral",
+        description="superres-x4-16k as shipped (spectral: the spectral model alone), or gated: "
+        "with a U-Net and a gate between them (+4.5 dB on the renders; not shipped: it costs "
+        "the real recordings' LSD, docs/AUDIO_MODEL.md)",
+    )
 
 
 def command_line(params: PretrainedParams, name: str) -> str:
@@ -61,6 +87,8 @@ def command_line(params: PretrainedParams, name: str) -> str:
         options.append(f"--profile {params.profile}")
     if name == "jsb" and params.jsb != DEFAULT_JSB:
         options.append(f"--jsb {params.jsb}")
+    if name == "superres-x4-16k" and params.superres != "spectral":
+        options.append(f"--superres {params.superres}")
     # How it trained, where data-parallel (the JSB model always trains in one process).
     if name != "jsb" and params.launch().world_size > 1:
         options.append(f"--nproc-per-node {params.nproc_per_node} --nnodes {params.nnodes}")
@@ -110,7 +138,9 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
             profile=params.profile,
             seed=params.seed,
             workers=params.workers,
-            stages=["data", "train", "evaluate"],
+            stages=["data", "train"]
+            if params.superres == "gated"
+            else ["data", "train", "evaluate"],
             hr_rate=16000,
             ratio=4,
             filter="random",
@@ -118,6 +148,8 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
             **params.training_fields(),
         )
         trained = audio_flow(audio_params).model_dump(mode="json")
+        if params.superres == "gated":
+            trained = gated_superres(params, audio_params, trained)
         results["superres-x4-16k"] = export_superres_model(
             trained,
             SUPERRES_CORPUS,
@@ -126,6 +158,28 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
             params.force,
         )
     return results
+
+
+def gated_superres(
+    params: PretrainedParams, audio_params: AudioParams, spectral: dict[str, Any]
+) -> dict[str, Any]:
+    """The gated model (`models.audio.gated`) of the spectral run `spectral`: the U-Net's
+    stages (`SUPERRES_UNET_STAGES`), the gate fitted between them, the gated model evaluated;
+    the audio flow's result for the export, naming every run that trained a network."""
+    unet_runs: list[str] = []
+    for stage in SUPERRES_UNET_STAGES:
+        if params.profile != "full":  # smoke runs and tests keep their profile's schedule
+            stage = {k: v for k, v in stage.items() if k not in ("train_steps", "lr")}
+        if stage.get("init_from") == PREVIOUS_STAGE:
+            stage = stage | {"init_from": unet_runs[-1]}
+        unet = audio_params.model_copy(update={"arch": "unet", "stages": ["train"], **stage})
+        unet_runs.append(audio_flow(unet).run_dir)
+    gated = gate_audio_models(audio_params.data_dir, spectral["run_dir"], unet_runs[-1])
+    audio_flow(audio_params.model_copy(update={"stages": ["evaluate"], "model": gated["run_dir"]}))
+    return spectral | {
+        "run_dir": gated["run_dir"],
+        "network_runs": [spectral["run_dir"], *unet_runs],
+    }
 
 
 def main() -> None:

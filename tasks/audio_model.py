@@ -1,5 +1,5 @@
 """Tasks of the audio super-resolution model: train (and calibrate the spectral model's
-inference bands), evaluate, super-resolve, filter mismatch.
+inference bands), gate a spectral model and a U-Net, evaluate, super-resolve, filter mismatch.
 
 Thin wrappers over `models.audio`: each takes paths and a profile, hands back a small record,
 shows training progress as a progress artifact and metrics as table artifacts. A run directory
@@ -18,9 +18,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from datasets.audio.signals import FILTERS
-from datasets.io import PROJECT_ROOT, code_version, sha256_json
+from datasets.io import PROJECT_ROOT, code_version, sha256_file, sha256_json
 from datasets.stamps import read_stamp, reuse_stamp, write_stamp
-from models.audio import bwe, infer, mismatch
+from models.audio import bwe, gate, gated, infer, mismatch
 from models.audio import calibrate as calibration
 from models.audio import config as model_configs
 from models.audio import metrics as audio_metrics
@@ -117,14 +117,17 @@ def train_audio_model(
     parts: list[str] | None = None,
     lr: float | None = None,
     part_exponent: float | None = None,
+    preset: str | None = None,
 ) -> dict[str, Any]:
     """Train the U-Net (`arch` "unet") or the spectral bandwidth extender ("bwe", the
-    `bwe-<profile>` preset) on `audio/pairs`, resuming a killed run; `steps` overrides the
+    `bwe-<profile>` preset; `preset`: another size) on `audio/pairs`, resuming a killed run;
+    `steps` overrides the
     profile's; data-parallel over the ranks of `launch`, through torch.compile when
     `compiled`; from the weights of the model directory `init_from` when given (fine-tuning),
     with the U-Net's band below `keep_below` of the input's kept, on the corpus `parts` only,
     `lr` and `part_exponent` overriding the profile's (`AudioTrainConfig`); each named in the
-    run's name: `...-<parts>-kept<share>-lr<rate>-shares<exponent>-from-<directory>`."""
+    run's name: `<profile>[-<preset>]-x<ratio>-<filter>-seed<seed>-<parts>-kept<share>-lr<rate>
+    -shares<exponent>-from-<directory>`."""
     logger = get_run_logger()
     pairs = pairs_dir(data_dir)
     info = read_pairs_info(pairs)
@@ -138,7 +141,8 @@ def train_audio_model(
             "" if init_from is None else f"-from-{Path(init_from).resolve().name}",
         ]
     )
-    name = run_name or f"{prefix}{profile}-x{info.ratio}-{info.filter}-seed{seed}{variant}"
+    size = "" if preset is None else f"-{preset}"
+    name = run_name or f"{prefix}{profile}{size}-x{info.ratio}-{info.filter}-seed{seed}{variant}"
     run_dir = models_dir(data_dir) / name
     overrides: dict[str, Any] = {"arch": arch}
     if steps is not None:
@@ -153,6 +157,8 @@ def train_audio_model(
         overrides["lr"] = lr
     if part_exponent is not None:
         overrides["part_exponent"] = part_exponent
+    if preset is not None:
+        overrides["preset"] = preset
     data_key = read_stamp(Path(data_dir) / "audio")
     logger.info("training %s on %s (%s)", run_dir, pairs, info)
     summary = _train(pairs, run_dir, profile, seed, data_key, launch, compiled, **overrides)
@@ -173,6 +179,30 @@ def train_audio_model(
             rows[-1]["eval_spline_snr_db"],
         )
     return summary | {"run_dir": str(run_dir)}
+
+
+@task(name="audio-gate", cache_policy=NO_CACHE)
+def gate_audio_models(data_dir: str, spectral_dir: str, unet_dir: str) -> dict[str, Any]:
+    """The gated model of a spectral run and a U-Net run (`models.audio.gate`: the gate fitted
+    on the training files) at `models/audio/gated-<spectral run>+<U-Net run>`; reused while
+    both runs' weights and configs and the gate's code are unchanged."""
+    run_dir = models_dir(data_dir) / f"gated-{Path(spectral_dir).name}+{Path(unet_dir).name}"
+    key = sha256_json(
+        [
+            sha256_file(Path(directory) / name)
+            for directory in (spectral_dir, unet_dir)
+            for name in ("model.safetensors", "config.json")
+        ]
+        + [code_version(gate, gated, infer, model_configs)]
+    )
+    recorded = reuse_stamp(run_dir, key, [run_dir / "config.json"])
+    if recorded is not None:
+        get_run_logger().info("%s is fitted and current; not refitting", run_dir)
+        return recorded | {"reused": True}
+    _, record = gate.write_gated_model(spectral_dir, unet_dir, data_dir, run_dir)
+    summary = {"run_dir": str(run_dir), "gate": record["gate"]}
+    write_stamp(run_dir, key, summary)
+    return summary | {"reused": False}
 
 
 @task(name="audio-evaluate", cache_policy=NO_CACHE)

@@ -20,13 +20,20 @@ from datasets.symbolic.tokenizer import VOCAB_FILE
 from models.audio.calibrate import CALIBRATED_SETTINGS, CALIBRATION_FILE
 from models.audio.evaluate import METRICS as AUDIO_METRICS
 from models.audio.evaluate import evaluate_wide_inputs
+from models.audio.gate import GATE_FILE
 from models.audio.metrics import lsd_parts_mean_at_spline_snr
 from models.audio.mismatch import filter_robustness
-from models.audio.train import TRAIN_JSON
+from models.audio.train import CHECKPOINT_DIR, TRAIN_JSON
 from models.audio.train import train_seconds as audio_train_seconds
 from models.audio.train import trained_steps as audio_trained_steps
-from models.checkpoint import CONFIG_FILE
-from models.pretrained import ModelCard, export_pretrained, hardware, improves_on_shipped
+from models.checkpoint import CONFIG_FILE, has_checkpoint
+from models.pretrained import (
+    METRICS_FILE,
+    ModelCard,
+    export_pretrained,
+    hardware,
+    improves_on_shipped,
+)
 from models.symbolic.jsb import PUBLISHED, score_jsb_model
 from models.symbolic.run import METRICS_JSON, train_seconds, trained_steps
 from models.symbolic.train import TRAIN_CONFIG_FILE
@@ -216,13 +223,43 @@ def _level_note(metrics: dict[str, Any]) -> str:
     )
 
 
+def _network_training(directory: Path) -> tuple[int, float | None]:
+    """The steps and training seconds of a run; of a shipped model directory (a network taken
+    from an earlier card, which keeps no checkpoint), what its metrics.json recorded."""
+    if has_checkpoint(directory / CHECKPOINT_DIR):
+        return audio_trained_steps(directory), audio_train_seconds(directory)
+    shipped = json.loads((directory / METRICS_FILE).read_text())
+    return int(shipped["steps"]), shipped.get("train_seconds")
+
+
+def _gate_notes(run_dir: Path, metrics: dict[str, Any]) -> list[str]:
+    """What the card says of a gated model: its networks' runs and the gate's share per part."""
+    record = json.loads((run_dir / GATE_FILE).read_text())
+    runs = ", ".join(
+        f"`{name}` ({steps} steps)" for name, steps in metrics["steps_per_run"].items()
+    )
+    return [
+        f"Trained runs: {runs}; the steps above are their sum. The U-Net's weights are stored "
+        "in float16. The gate (its coefficients in the weights file, its fit in "
+        f"{GATE_FILE}) was fitted on training files ({record['fit']['seconds']:g} s of every "
+        "n-th per part); the U-Net runs only on the stretches where it opens.",
+    ]
+
+
 @task(name="pretrained-export-superres", cache_policy=NO_CACHE)
 def export_superres_model(
     result: dict[str, Any], corpus: str, out_dir: str, command: str, force: bool = False
 ) -> dict[str, Any]:
     """The run of an audio flow `result` (trained and evaluated on `corpus`, a mix) as the
-    shipped super-resolution model, with its figures per part and its filter robustness."""
+    shipped super-resolution model, with its figures per part and its filter robustness. A
+    gated model (`models.audio.gated`) names the runs that trained its networks in
+    `result["network_runs"]`."""
     run_dir, data_dir = Path(result["run_dir"]), result["data_dir"]
+    networks = [Path(d) for d in result.get("network_runs", [run_dir])]
+    trained = {d.name: _network_training(d) for d in networks}
+    seconds = [s for _, s in trained.values()]
+    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    gated = "spectral" in config
     evaluation = json.loads((run_dir / "metrics.json").read_text())
     robustness = filter_robustness(run_dir, data_dir, "test", ROBUSTNESS_FILES, ROBUSTNESS_SECONDS)
     wide = evaluate_wide_inputs(run_dir, data_dir, "test")
@@ -239,8 +276,9 @@ def export_superres_model(
         "files": {s: result[f"files_{s}"] for s in ("train", "valid", "test")},
         "hr_seconds": result["hr_seconds"],
         "rejected_files": result["n_rejected"],
-        "steps": audio_trained_steps(run_dir),
-        "train_seconds": audio_train_seconds(run_dir),
+        "steps": sum(steps for steps, _ in trained.values()),
+        "steps_per_run": {name: steps for name, (steps, _) in trained.items()},
+        "train_seconds": None if None in seconds else sum(seconds),
         "robustness": robustness,
         "wide_input": {
             "input_rate": wide["input_rate"],
@@ -248,8 +286,7 @@ def export_superres_model(
             "by_source": {name: _audio_row(part) for name, part in wide["by_source"].items()},
         },
     }
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
-    metrics |= {key: config.get(key) for key in CALIBRATED_SETTINGS}
+    metrics |= {key: config.get("spectral", config).get(key) for key in CALIBRATED_SETTINGS}
     # LSD averaged over the corpus's parts, not over files, of which three in four are speech:
     # a model that gains on music and renders should count. The export's headline counts a
     # part only where the SNR holds the spline's (the issue's aim has both sides).
@@ -281,7 +318,14 @@ def export_superres_model(
         name="superres-x4-16k",
         summary="Audio super-resolution from 4 to 16 kHz: the spectral bandwidth extender "
         "(amplitude and phase streams of ConvNeXt blocks, after AP-BWE) trained on real speech, "
-        "real music and FluidSynth renders, with a randomly chosen anti-aliasing filter per file.",
+        "real music and FluidSynth renders, with a randomly chosen anti-aliasing filter per file"
+        + (
+            "; beside it a U-Net on the waveform, and a gate that moves the band above 2 kHz "
+            "toward the U-Net's, per 256 ms block, where the input's spectrum says the U-Net is "
+            "right (a logistic regression fitted on training files)."
+            if gated
+            else "."
+        ),
         data=f"`--corpus {corpus}` (the recordings fetched from Debian and npm "
         f"packages, checked for full bandwidth, split by speaker or song; the chorale renders "
         f"split per file): {metrics['files']['train']} train, {metrics['files']['valid']} "
@@ -300,7 +344,8 @@ def export_superres_model(
                 f"{robustness['worst_unseen_gain_db']} / {robustness['seen_gain_db']}"
             ),
         },
-        notes=[
+        notes=(_gate_notes(run_dir, metrics) if gated else [])
+        + [
             "Super-resolve a file: `python -m flows.audio --input my.wav --output my-16k.wav "
             "--model models/pretrained/superres-x4-16k` (any rate and length; no server).",
             f"Robustness: {ROBUSTNESS_FILES} test files (first {ROBUSTNESS_SECONDS:.0f} s each) "
@@ -323,5 +368,6 @@ def export_superres_model(
     )
     # train.json names the filter its pairs were made with: what `--stages evaluate` and the
     # examples degrade the reference with when they are given this directory.
-    texts = {name: (run_dir / name).read_text() for name in (TRAIN_JSON, CALIBRATION_FILE)}
+    names = (TRAIN_JSON, CALIBRATION_FILE, *([GATE_FILE] if gated else []))
+    texts = {name: (run_dir / name).read_text() for name in names}
     return _export(run_dir, Path(out_dir), card, metrics, texts, force)

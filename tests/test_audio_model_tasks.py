@@ -26,6 +26,7 @@ from models.audio.calibrate import (
     choose_gain,
     choose_pass_below,
 )
+from models.audio.config import PRESETS
 from models.audio.infer import load_model, low_rate
 from tasks.audio_model import (
     evaluate_audio_model,
@@ -43,6 +44,8 @@ torch.set_num_threads(1)
 @flow
 def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
     trained = train_audio_model(data_dir, "tiny", 0)
+    # Another model size at the same profile (before the runs below, which stay the latest).
+    sized = train_audio_model(data_dir, "tiny", 0, steps=2, preset="quick")
     # Fine-tuned from it with the input's band kept, twice: the second finds it trained.
     tuned = [
         train_audio_model(
@@ -58,6 +61,7 @@ def tiny_audio_flow(data_dir: str, example_input: str) -> dict:
     mismatch = filter_mismatch(data_dir, "tiny", 0, ("soxr", "random"))
     return {
         "trained": trained,
+        "sized": sized,
         "tuned": tuned,
         "evaluated": evaluated,
         "examples": examples,
@@ -81,6 +85,9 @@ def test_tasks_in_a_flow(
     run_dir = Path(result["trained"]["run_dir"])
     assert run_dir == audio_data_dir / "models" / "audio" / "tiny-x4-soxr-seed0"
     assert result["trained"]["steps"] == 30
+    sized = Path(result["sized"]["run_dir"])
+    assert sized.name == "tiny-quick-x4-soxr-seed0"
+    assert load_model(sized, "cpu").config.widths == PRESETS["quick"].widths
     tuned, again = result["tuned"]
     name = "tiny-x4-soxr-seed0-kept0.75-lr0.0001-from-tiny-x4-soxr-seed0"
     assert Path(tuned["run_dir"]).name == name

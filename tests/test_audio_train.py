@@ -15,7 +15,7 @@ import torch
 
 from datasets.audio.dataset import file_parts
 from models import checkpoint
-from models.audio.config import AudioTrainConfig, preset, profile_config
+from models.audio.config import AudioTrainConfig, GatedConfig, preset, profile_config
 from models.audio.data import (
     iter_epoch,
     iter_mixed_epoch,
@@ -23,10 +23,17 @@ from models.audio.data import (
     part_rows,
     read_pairs_info,
 )
+from models.audio.gated import GatedExtender
 from models.audio.infer import load_model
 from models.audio.losses import relative_mse, stft_loss
 from models.audio.train import learning_rate, train_audio_unet, train_seconds, trained_steps
-from models.checkpoint import CONFIG_FILE, MODEL_FILE, STATE_JSON_FILE, ModelDirectoryError
+from models.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    STATE_JSON_FILE,
+    ModelDirectoryError,
+    save_model,
+)
 
 torch.set_num_threads(1)
 
@@ -319,6 +326,22 @@ def test_a_run_can_start_from_another_models_weights(audio_data_dir: Path, tmp_p
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelDirectoryError, match=r"broken/model\.safetensors"):
         train_audio_unet(pairs, tmp_path / "x", small_config(init_from=str(tmp_path / "broken")))
+
+
+def test_a_run_can_start_from_a_gated_models_network(audio_data_dir: Path, tmp_path: Path) -> None:
+    """From a gated model (the shipped one), a spectral run starts from its spectral network
+    and a U-Net run from its U-Net."""
+    pairs = audio_data_dir / "audio" / "pairs"
+    tiny = {"patch": 2048, "hr_rate": 16000, "ratio": 4}
+    config = GatedConfig(spectral=preset("bwe-tiny", **tiny), unet=preset("tiny", **tiny))
+    gated = GatedExtender(config, torch.Generator().manual_seed(3))
+    save_model(tmp_path / "gated", gated, config)
+    for arch, network in (("bwe-tiny", gated.spectral), ("tiny", gated.unet)):
+        run = small_config(preset=arch, steps=1, lr=1e-12, init_from=str(tmp_path / "gated"))
+        train_audio_unet(pairs, tmp_path / arch, run)
+        started = load_model(tmp_path / arch, "cpu").state_dict()
+        for name, weights in network.state_dict().items():
+            torch.testing.assert_close(started[name], weights, rtol=0, atol=1e-9)
 
 
 def test_a_run_keeps_the_inputs_band_when_asked(audio_data_dir: Path, tmp_path: Path) -> None:

@@ -22,6 +22,9 @@ from flows.audio import AudioParams, audio_flow
 from flows.cli import run_cli
 from flows.pretrained import PretrainedParams, command_line, pretrained_flow
 from flows.symbolic import SymbolicParams, symbolic_flow
+from models.audio.gate import GATE_FILE
+from models.audio.gated import GatedExtender
+from models.audio.infer import load_model
 from models.checkpoint import CONFIG_FILE, MODEL_FILE, load_config
 from models.pretrained import ModelCard, export_pretrained, improves_on_shipped
 from models.symbolic.config import PROFILES, MusicConfig, profile_configs
@@ -29,6 +32,7 @@ from models.symbolic.musicality_study import StudyConfig
 from models.symbolic.run import evaluate_run
 from models.symbolic.train import METRICS_PARQUET, train
 from models.symbolic.transformer import MusicTransformer
+from tasks.audio_model import gate_audio_models
 from tasks.pretrained import export_music21_model, export_superres_model
 from tasks.symbolic_model import run_configs
 
@@ -240,16 +244,13 @@ def test_a_kill_between_the_renames_loses_no_shipped_model(trained, tmp_path, mo
     assert not (tmp_path / ".tiny.old").exists()
 
 
-def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harness, tmp_path):
-    """The super-resolution model as the pretrained flow builds it, on a mix of two small
-    corpora at the tiny profile: the spectral model, a filter per file, evaluated per part;
-    the export carries the figures of every part and the robustness study on its card."""
-    mix = write_mix_corpus(tmp_path / "corpus")
-    params = AudioParams(
-        data_dir=str(tmp_path / "data"),
+def spectral_mix_params(data_dir: Path, mix: str, stages: list[str]) -> AudioParams:
+    """The pretrained flow's spectral model at the tiny profile on a small mix of corpora."""
+    return AudioParams(
+        data_dir=str(data_dir),
         corpus=mix,
         profile="tiny",
-        stages=["data", "train", "evaluate"],
+        stages=stages,
         patch=2048,
         filter="random",
         arch="bwe",
@@ -257,6 +258,14 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
         test_fraction=0.25,
         split_by="dir",
     )
+
+
+def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harness, tmp_path):
+    """The super-resolution model as the pretrained flow builds it, on a mix of two small
+    corpora at the tiny profile: the spectral model, a filter per file, evaluated per part;
+    the export carries the figures of every part and the robustness study on its card."""
+    mix = write_mix_corpus(tmp_path / "corpus")
+    params = spectral_mix_params(tmp_path / "data", mix, ["data", "train", "evaluate"])
 
     @flow
     def build() -> dict:
@@ -305,6 +314,41 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
     assert card.index("| lsd_parts_mean_at_spline_snr |") < card.index("| lsd_parts_mean |")
 
 
+def test_a_gated_superres_export_names_its_networks_runs_and_ships_its_gate(
+    prefect_harness, tmp_path
+):
+    """The pretrained flow's gated model at the tiny profile: a spectral run, a U-Net run, the
+    gate fitted between them, the gated model evaluated and exported with both runs' steps,
+    the spectral model's calibrated settings and the gate's record."""
+    mix = write_mix_corpus(tmp_path / "corpus")
+    params = spectral_mix_params(tmp_path / "data", mix, ["data", "train"])
+
+    @flow
+    def build() -> dict:
+        spectral = audio_flow(params).model_dump(mode="json")
+        unet = audio_flow(params.model_copy(update={"arch": "unet", "stages": ["train"]}))
+        gated = gate_audio_models(params.data_dir, spectral["run_dir"], unet.run_dir)
+        assert gate_audio_models(params.data_dir, spectral["run_dir"], unet.run_dir)["reused"]
+        audio_flow(params.model_copy(update={"stages": ["evaluate"], "model": gated["run_dir"]}))
+        result = spectral | {
+            "run_dir": gated["run_dir"],
+            "network_runs": [spectral["run_dir"], unet.run_dir],
+        }
+        return export_superres_model(result, mix, str(tmp_path / "shipped"), "make pretrained")
+
+    assert build()["exported"]
+    shipped = tmp_path / "shipped"
+    metrics = json.loads((shipped / "metrics.json").read_text())
+    assert metrics["steps"] == 60
+    assert sorted(metrics["steps_per_run"].values()) == [30, 30]
+    assert metrics["high_band_gain"] is not None  # the spectral model's calibrated settings
+    assert isinstance(load_model(shipped, "cpu"), GatedExtender)
+    assert "bias" in json.loads((shipped / GATE_FILE).read_text())["gate"]
+    card = (shipped / "README.md").read_text()
+    assert "a gate that moves the band above 2 kHz" in card
+    assert "the steps above are their sum" in card
+
+
 def test_the_card_command_says_how_many_processes_trained_the_model() -> None:
     one = PretrainedParams()
     two = PretrainedParams(nproc_per_node=2)
@@ -312,4 +356,7 @@ def test_the_card_command_says_how_many_processes_trained_the_model() -> None:
         "python -m flows.pretrained --names superres-x4-16k --seed 0"
     )
     assert command_line(two, "superres-x4-16k").endswith("--nproc-per-node 2 --nnodes 1")
+    gated = PretrainedParams(superres="gated")
+    assert command_line(gated, "superres-x4-16k").endswith("--seed 0 --superres gated")
+    assert "--superres" not in command_line(gated, "music21")
     assert "--nproc-per-node" not in command_line(two, "jsb")  # JSB trains in one process

@@ -185,7 +185,53 @@ class BWEConfig:
         return dataclasses.replace(self, high_band_gain=gain, high_band_budget=None)
 
 
-AudioModelConfig = AudioUNetConfig | BWEConfig
+@dataclass(frozen=True)
+class GatedConfig:
+    """The gated model (`models.audio.gated`): the spectral model's output moved, block by
+    block, toward a U-Net's, by a logistic gate on features of the input. Only inference
+    settings of its own; the gate's coefficients are weights beside the two networks'."""
+
+    spectral: BWEConfig
+    unet: AudioUNetConfig
+    block: int = 4096  # samples at the output rate per gate decision: 256 ms at 16 kHz
+    bands: int = 16  # log-spaced bands of the input's spectrum the gate reads
+    # Blocks whose weight is below this take the spectral model's output alone, and those
+    # above 1 minus this the U-Net's: the other network does not run there. The gate is
+    # nearly always shut on recordings and open on the renders, so each costs one network.
+    closed_below: float = 0.02
+
+    def __post_init__(self) -> None:
+        # config.json holds the two networks' configs as objects.
+        if isinstance(self.spectral, dict):
+            object.__setattr__(self, "spectral", BWEConfig(**self.spectral))
+        if isinstance(self.unet, dict):
+            object.__setattr__(self, "unet", AudioUNetConfig(**self.unet))
+        if (self.spectral.ratio, self.spectral.hr_rate) != (self.unet.ratio, self.unet.hr_rate):
+            raise ValueError(
+                f"the spectral model ({self.spectral.ratio}x to {self.spectral.hr_rate} Hz) and "
+                f"the U-Net ({self.unet.ratio}x to {self.unet.hr_rate} Hz) differ"
+            )
+        if self.block <= 0 or self.bands <= 0 or not 0.0 <= self.closed_below < 0.5:
+            raise ValueError(
+                f"block {self.block} and bands {self.bands} must be positive, closed_below "
+                f"{self.closed_below} in [0, 0.5)"
+            )
+
+    @property
+    def ratio(self) -> int:
+        return self.spectral.ratio
+
+    @property
+    def hr_rate(self) -> int:
+        return self.spectral.hr_rate
+
+    @property
+    def features(self) -> int:
+        """The gate's inputs: the bands' log shares, the spectral flatness, the block's level."""
+        return self.bands + 2
+
+
+AudioModelConfig = AudioUNetConfig | BWEConfig | GatedConfig
 
 
 PRESETS: dict[str, AudioModelConfig] = {
@@ -199,6 +245,11 @@ PRESETS: dict[str, AudioModelConfig] = {
     # overfits). At an eighth of the widths (0.53 M) it stalled at +0.2 dB over the spline on the
     # renders; at a quarter its validation SNR was +3.4 dB after 500 steps (docs/AUDIO_MODEL.md).
     "full": AudioUNetConfig(widths=(32, 64, 128, 128), kernels=(33, 17, 9, 9), dropout=0.0),
+    # The gated model's U-Net (`models.audio.gated`): `full` at half its widths, a quarter of
+    # its cost (about 40x real time on one core, where `full` runs 9-12x). On the renders alone,
+    # its band under 1.5 kHz kept, it was flat for 500 steps and then learned: +1.9 dB over the
+    # spline on validation renders after 1,500 steps, +4.1 after 3,000 (docs/AUDIO_MODEL.md).
+    "narrow": AudioUNetConfig(widths=(16, 32, 64, 64), kernels=(33, 17, 9, 9), dropout=0.0),
     # The paper's widths and dropout: what `--profile full` trains on a GPU.
     "paper": AudioUNetConfig(),
     # The spectral model (`--arch bwe`) at each profile's size.
@@ -211,7 +262,10 @@ PRESETS: dict[str, AudioModelConfig] = {
 
 
 def model_config_class(raw: dict[str, Any]) -> type[AudioModelConfig]:
-    """Which audio model a config.json's fields describe (the spectral one has an FFT size)."""
+    """Which audio model a config.json's fields describe (the spectral one has an FFT size,
+    the gated one both networks' configs)."""
+    if "spectral" in raw:
+        return GatedConfig
     return BWEConfig if "n_fft" in raw else AudioUNetConfig
 
 
@@ -241,7 +295,8 @@ class AudioTrainConfig:
     # How batches draw on a mixed corpus's parts (`models.audio.data.iter_mixed_epoch`): a part
     # with n rows has weight n ** part_exponent (0: equal shares); None: the shards in turn.
     part_exponent: float | None = None
-    # A model directory (a run, or a shipped model) whose weights start the run: fine-tuning.
+    # A model directory (a run, or a shipped model; of a gated one, its network of this
+    # run's architecture) whose weights start the run: fine-tuning.
     # Its config is the model's (architecture, sizes, trained settings); its optimizer state and
     # steps are not taken. None: the preset's model from its initialisation.
     init_from: str | None = None

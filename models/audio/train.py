@@ -52,6 +52,7 @@ from models.audio.data import (
     part_rows,
     read_pairs_info,
 )
+from models.audio.gated import GatedExtender
 from models.audio.infer import build_model, load_model, load_model_config, predict_patches
 from models.audio.losses import relative_mse, stft_loss
 from models.audio.metrics import snr_db
@@ -204,6 +205,10 @@ def train_audio_unet(
     # A checkpoint a kill interrupted is completed or discarded; a whole one is resumed from.
     resuming = resumable(checkpoint, ranks)
     started_from = None if config.init_from is None else load_model(config.init_from, "cpu")
+    if isinstance(started_from, GatedExtender):  # the network of the run's architecture
+        started_from = (
+            started_from.spectral if config.preset.startswith("bwe-") else started_from.unet
+        )
     if started_from is not None:
         wanted = started_from_config(config, started_from.config)
     else:
