@@ -233,7 +233,7 @@ def _network_training(directory: Path) -> tuple[int, float | None]:
 
 
 def _gate_notes(run_dir: Path, metrics: dict[str, Any]) -> list[str]:
-    """What the card says of a gated model: its networks' runs and the gate's share per part."""
+    """What the card says of a gated model: its networks' runs, their storage and the gate."""
     record = json.loads((run_dir / GATE_FILE).read_text())
     runs = ", ".join(
         f"`{name}` ({steps} steps)" for name, steps in metrics["steps_per_run"].items()
@@ -242,7 +242,7 @@ def _gate_notes(run_dir: Path, metrics: dict[str, Any]) -> list[str]:
         f"Trained runs: {runs}; the steps above are their sum. The U-Net's weights are stored "
         "in float16. The gate (its coefficients in the weights file, its fit in "
         f"{GATE_FILE}) was fitted on training files ({record['fit']['seconds']:g} s of every "
-        "n-th per part); the U-Net runs only on the stretches where it opens.",
+        "n-th per part); each network runs only where its output has a share.",
     ]
 
 
@@ -320,9 +320,9 @@ def export_superres_model(
         "(amplitude and phase streams of ConvNeXt blocks, after AP-BWE) trained on real speech, "
         "real music and FluidSynth renders, with a randomly chosen anti-aliasing filter per file"
         + (
-            "; beside it a U-Net on the waveform, and a gate that moves the band above 2 kHz "
-            "toward the U-Net's, per 256 ms block, where the input's spectrum says the U-Net is "
-            "right (a logistic regression fitted on training files)."
+            "; beside it a U-Net on the waveform, and a gate that moves the output toward the "
+            "U-Net's, per 256 ms block, where the input's spectrum says the U-Net is right (a "
+            "logistic regression fitted on training files)."
             if gated
             else "."
         ),

@@ -345,7 +345,7 @@ def test_a_gated_superres_export_names_its_networks_runs_and_ships_its_gate(
     assert isinstance(load_model(shipped, "cpu"), GatedExtender)
     assert "bias" in json.loads((shipped / GATE_FILE).read_text())["gate"]
     card = (shipped / "README.md").read_text()
-    assert "a gate that moves the band above 2 kHz" in card
+    assert "a gate that moves the output toward the U-Net's" in card
     assert "the steps above are their sum" in card
 
 
