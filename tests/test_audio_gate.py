@@ -165,6 +165,16 @@ def test_a_shut_gate_is_the_spectral_model_and_an_open_one_the_unet():
     assert spectral_calls == []
 
 
+def test_an_input_shorter_than_a_block_is_the_spectral_models():
+    model = tiny_gated()
+    set_open(model, 30.0)
+    for n in (1, 37, BLOCK // 4 - 1):
+        lr = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+        np.testing.assert_array_equal(
+            superresolve_gated(model, lr)[0], superresolve_at_level(model.spectral, lr)[0]
+        )
+
+
 def test_each_network_runs_only_where_its_output_has_a_share():
     """The loud half of the input opens the gate (the level feature), the quiet half does not:
     the spectral model runs on the quiet half and a margin, the U-Net on the loud half and a

@@ -141,11 +141,13 @@ class GatedExtender(nn.Module):
 
     def weights(self, x: np.ndarray) -> np.ndarray:
         """w per sample of the spline input `x`: 0 in blocks under `closed_below`, 1 in blocks
-        above 1 - `closed_below`."""
+        above 1 - `closed_below`; 0 for an input shorter than a block."""
         config = self.config
+        if len(x) < config.block:  # no whole block to judge: the spectral model alone
+            return np.zeros(len(x))
         nyquist = config.hr_rate / config.ratio / 2
         features = block_features(x, config.hr_rate, nyquist, config.block, config.bands)
-        w = self.gate.block_weights(features) if len(features) else np.zeros(0)
+        w = self.gate.block_weights(features)
         w[w < config.closed_below] = 0.0
         w[w > 1.0 - config.closed_below] = 1.0
         return sample_weights(w, len(x), config.block)
