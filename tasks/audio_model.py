@@ -30,6 +30,7 @@ from models.audio.data import read_pairs_info
 from models.audio.evaluate import evaluate_run, side_by_side, write_examples
 from models.audio.infer import latest_run, superresolve_file
 from models.audio.train import METRICS_FILE, rank_args, start_digest, train_audio_unet
+from models.checkpoint import CONFIG_FILE, MODEL_FILE
 from models.distributed import LaunchConfig, launch_training
 from tasks.common import Progress, publish_table
 
@@ -144,21 +145,16 @@ def train_audio_model(
     size = "" if preset is None else f"-{preset}"
     name = run_name or f"{prefix}{profile}{size}-x{info.ratio}-{info.filter}-seed{seed}{variant}"
     run_dir = models_dir(data_dir) / name
-    overrides: dict[str, Any] = {"arch": arch}
-    if steps is not None:
-        overrides["steps"] = steps
-    if init_from is not None:
-        overrides["init_from"] = str(Path(init_from).resolve())
-    if keep_below is not None:
-        overrides["keep_below"] = keep_below
-    if parts is not None:
-        overrides["parts"] = tuple(parts)
-    if lr is not None:
-        overrides["lr"] = lr
-    if part_exponent is not None:
-        overrides["part_exponent"] = part_exponent
-    if preset is not None:
-        overrides["preset"] = preset
+    given = {
+        "steps": steps,
+        "init_from": None if init_from is None else str(Path(init_from).resolve()),
+        "keep_below": keep_below,
+        "parts": None if parts is None else tuple(parts),
+        "lr": lr,
+        "part_exponent": part_exponent,
+        "preset": preset,
+    }
+    overrides = {"arch": arch} | {k: v for k, v in given.items() if v is not None}
     data_key = read_stamp(Path(data_dir) / "audio")
     logger.info("training %s on %s (%s)", run_dir, pairs, info)
     summary = _train(pairs, run_dir, profile, seed, data_key, launch, compiled, **overrides)
@@ -191,7 +187,7 @@ def gate_audio_models(data_dir: str, spectral_dir: str, unet_dir: str) -> dict[s
         [
             sha256_file(Path(directory) / name)
             for directory in (spectral_dir, unet_dir)
-            for name in ("model.safetensors", "config.json")
+            for name in (MODEL_FILE, CONFIG_FILE)
         ]
         + [code_version(gate, gated, infer, model_configs)]
     )

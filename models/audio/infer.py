@@ -214,6 +214,12 @@ def superresolve_gated(
     return mix(spectral, unet, w), level
 
 
+def painter(model: AudioModel) -> AudioModel:
+    """The network that paints the band above the input's Nyquist frequency at a level: the
+    gated model's spectral one, else the model itself."""
+    return model.spectral if isinstance(model, GatedExtender) else model
+
+
 def superresolve_bands(
     model: BandwidthExtender,
     lr: np.ndarray,
@@ -329,9 +335,9 @@ def superresolve_audio(
         audio, rate = soxr.resample(audio, rate, config.hr_rate, "HQ"), config.hr_rate
     band = input_band_hz(audio, rate, config)
     if keeps_own_band(band, config):
-        spectral = config.spectral if isinstance(config, GatedConfig) else config
+        painting = painter(model).config
         level = (
-            spectral.for_wide_input().high_band_gain if isinstance(spectral, BWEConfig) else None
+            painting.for_wide_input().high_band_gain if isinstance(painting, BWEConfig) else None
         )
         return superresolve_wide(model, audio, rate, band), band, level
     if lr is None:
@@ -413,9 +419,9 @@ def superresolve_file(
     (1: the trained level, brighter and the lowest LSD).
     """
     model = load_model(run_dir)
-    painter = model.spectral if isinstance(model, GatedExtender) else model
+    spectral = painter(model)
     if high_band_gain is not None:
-        painter.config = with_high_band_gain(painter.config, high_band_gain, run_dir)
+        spectral.config = with_high_band_gain(spectral.config, high_band_gain, run_dir)
     config = model.config
     lr = load_audio(input_path, low_rate(config))
     # Read at most at the output rate: a resampler's edge there lies above any that matters.
@@ -451,11 +457,11 @@ def superresolve_file(
     result["input_band_hz"] = band
     if wide:
         result["kept_input_band_hz"] = band
-    if isinstance(painter.config, BWEConfig):
+    if isinstance(spectral.config, BWEConfig):
         # What this input ran at: pass_below depends on its band edge (`BWEConfig.for_input`).
         # The level it painted at: per input under a budget (`BWEConfig.high_band_budget`).
         result["high_band_gain"] = level
-        result["pass_below"] = painter.config.for_input(lr).pass_below
+        result["pass_below"] = spectral.config.for_input(lr).pass_below
     if reference is not None:
         n = len(estimate)
         result["metrics"] = {
