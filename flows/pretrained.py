@@ -12,11 +12,12 @@
 - `music21`: the symbolic flow on `--corpus music21` at the `full` profile (data, train,
   evaluate: NLL beside the baselines and the musicality study of held-out prompts).
 - `superres-x4-16k`: the audio flow on real speech, real music and the chorale renders
-  (`SUPERRES_CORPUS`) at 4 -> 16 kHz with a random anti-aliasing filter per file, the spectral
-  model (`--arch bwe`) at the `full` profile; evaluated per part and on unseen filters. With
-  `--superres gated`, beside it a U-Net in two stages (`SUPERRES_UNET_STAGES`) and the gate
-  between them fitted on the training files (`models.audio.gated`), the gated model evaluated
-  and exported in its place (when better, or with `--force`).
+  (`SUPERRES_CORPUS`) at 4 -> 16 kHz with a random anti-aliasing filter per file: the spectral
+  model (`--arch bwe`) at the `full` profile, beside it a U-Net in two stages
+  (`SUPERRES_UNET_STAGES`), and the gate that routes each input to one of them, fitted on the
+  training files and its threshold chosen on the validation files (`models.audio.gated`); the
+  gated model evaluated per part and on unseen filters. `--superres spectral` builds the
+  spectral model alone (the shipped model up to 2026-12-04).
 
 Runs live under `data_dir` and resume from their checkpoints, so a killed build picks up where
 it stopped. A model replaces the shipped one only when its headline number (JSB valid NLL, the
@@ -46,10 +47,10 @@ DEFAULT_JSB = "../shared/data/jsb/Jsb16thSeparated.json"
 # What the shipped super-resolution model learns from: real speech, real music, the renders.
 SUPERRES_CORPUS = "recordings-speech+recordings-music+bach"
 # The gated model's U-Net (`--superres gated`, `models.audio.gated`): the `narrow` preset
-# (about as fast as the spectral model), in two stages: on the renders alone, the input's band
-# below 1.5 kHz kept; then from its weights on every part in equal shares at a third of the
-# rate, so it errs less on recordings where the gate opens by mistake (docs/AUDIO_MODEL.md,
-# 2026-12-04). Other profiles keep their own steps and rates.
+# (as fast as the spectral model in bfloat16), in two stages: on the renders alone, the
+# input's band below 1.5 kHz kept; then from its weights on every part in equal shares at a
+# third of the rate, so it errs less on recordings the gate sends it by mistake
+# (docs/AUDIO_MODEL.md, 2026-12-04). Other profiles keep their own steps and rates.
 PREVIOUS_STAGE = "<the previous stage>"
 SUPERRES_UNET_STAGES: tuple[dict[str, Any], ...] = (
     {"preset": "narrow", "train_parts": ["bach"], "keep_below": 0.75, "train_steps": 4500},
@@ -73,10 +74,9 @@ class PretrainedParams(FlowParams):
     jsb: str = Field(DEFAULT_JSB, description="Coconet-format Jsb16thSeparated.json")
     force: bool = Field(False, description="Replace shipped models even when not better")
     superres: Literal["spectral", "gated"] = Field(
-        "spectral",
-        description="superres-x4-16k as shipped (spectral: the spectral model alone), or gated: "
-        "with a U-Net and a gate between them (+4.5 dB on the renders; not shipped: it costs "
-        "the real recordings' LSD, docs/AUDIO_MODEL.md)",
+        "gated",
+        description="superres-x4-16k as shipped (gated: the spectral model, a U-Net and the gate "
+        "that routes each input to one of them), or spectral: the spectral model alone",
     )
 
 
@@ -87,7 +87,7 @@ def command_line(params: PretrainedParams, name: str) -> str:
         options.append(f"--profile {params.profile}")
     if name == "jsb" and params.jsb != DEFAULT_JSB:
         options.append(f"--jsb {params.jsb}")
-    if name == "superres-x4-16k" and params.superres != "spectral":
+    if name == "superres-x4-16k" and params.superres != "gated":
         options.append(f"--superres {params.superres}")
     # How it trained, where data-parallel (the JSB model always trains in one process).
     if name != "jsb" and params.launch().world_size > 1:

@@ -180,7 +180,8 @@ def train_audio_model(
 @task(name="audio-gate", cache_policy=NO_CACHE)
 def gate_audio_models(data_dir: str, spectral_dir: str, unet_dir: str) -> dict[str, Any]:
     """The gated model of a spectral run and a U-Net run (`models.audio.gate`: the gate fitted
-    on the training files) at `models/audio/gated-<spectral run>+<U-Net run>`; reused while
+    on the training files, its routing threshold on the validation files) at
+    `models/audio/gated-<spectral run>+<U-Net run>`; reused while
     both runs' weights and configs and the gate's code are unchanged."""
     run_dir = models_dir(data_dir) / f"gated-{Path(spectral_dir).name}+{Path(unet_dir).name}"
     key = sha256_json(
@@ -196,7 +197,12 @@ def gate_audio_models(data_dir: str, spectral_dir: str, unet_dir: str) -> dict[s
         get_run_logger().info("%s is fitted and current; not refitting", run_dir)
         return recorded | {"reused": True}
     _, record = gate.write_gated_model(spectral_dir, unet_dir, data_dir, run_dir)
-    summary = {"run_dir": str(run_dir), "gate": record["gate"]}
+    route = record["route"]
+    summary = {
+        "run_dir": str(run_dir),
+        "gate": record["gate"],
+        "route_above": route["threshold"] if route else None,
+    }
     write_stamp(run_dir, key, summary)
     return summary | {"reused": False}
 

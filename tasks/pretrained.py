@@ -20,7 +20,7 @@ from datasets.symbolic.tokenizer import VOCAB_FILE
 from models.audio.calibrate import CALIBRATED_SETTINGS, CALIBRATION_FILE
 from models.audio.evaluate import METRICS as AUDIO_METRICS
 from models.audio.evaluate import evaluate_wide_inputs
-from models.audio.gate import GATE_FILE
+from models.audio.gate import GATE_FILE, ROUTE_GAIN_DB, ROUTE_TOLERANCE_DB
 from models.audio.metrics import lsd_parts_mean_at_spline_snr
 from models.audio.mismatch import filter_robustness
 from models.audio.train import CHECKPOINT_DIR, TRAIN_JSON
@@ -238,11 +238,21 @@ def _gate_notes(run_dir: Path, metrics: dict[str, Any]) -> list[str]:
     runs = ", ".join(
         f"`{name}` ({steps} steps)" for name, steps in metrics["steps_per_run"].items()
     )
+    route = record.get("route")
+    use = (
+        "each input goes whole to one network: the U-Net where the mean of its blocks' gate "
+        f"weights is above {route['threshold']}, the highest threshold that sent it every "
+        f"validation file it gained {ROUTE_GAIN_DB:g} dB of SNR on against the spectral model "
+        f"and none it lost more than {ROUTE_TOLERANCE_DB:g} dB on (the files in {GATE_FILE}); "
+        "the U-Net runs in bfloat16 on a CPU that has it."
+        if route
+        else "each network runs only where its output has a share."
+    )
     return [
         f"Trained runs: {runs}; the steps above are their sum. The U-Net's weights are stored "
         "in float16. The gate (its coefficients in the weights file, its fit in "
         f"{GATE_FILE}) was fitted on training files ({record['fit']['seconds']:g} s of every "
-        "n-th per part); each network runs only where its output has a share.",
+        f"n-th per part); {use}",
     ]
 
 
@@ -320,9 +330,15 @@ def export_superres_model(
         "(amplitude and phase streams of ConvNeXt blocks, after AP-BWE) trained on real speech, "
         "real music and FluidSynth renders, with a randomly chosen anti-aliasing filter per file"
         + (
-            "; beside it a U-Net on the waveform, and a gate that moves the output toward the "
-            "U-Net's, per 256 ms block, where the input's spectrum says the U-Net is right (a "
-            "logistic regression fitted on training files)."
+            (
+                "; beside it a U-Net on the waveform, and a gate that sends a whole input to the "
+                "U-Net where the input's spectrum, 256 ms block by block, says the U-Net is right "
+                "(a logistic regression fitted on training files)."
+                if config.get("route_above") is not None
+                else "; beside it a U-Net on the waveform, and a gate that moves the output "
+                "toward the U-Net's, per 256 ms block, where the input's spectrum says the "
+                "U-Net is right (a logistic regression fitted on training files)."
+            )
             if gated
             else "."
         ),

@@ -4,6 +4,7 @@ where it is not, and the fit and the score on a data directory."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -19,6 +20,7 @@ from models.audio.gate import (
     block_terms,
     fit_gate,
     fit_on_split,
+    route_threshold,
     score,
     write_gated_model,
 )
@@ -27,6 +29,7 @@ from models.audio.gated import (
     GatedExtender,
     block_features,
     mix,
+    route,
     sample_weights,
     spans,
 )
@@ -165,6 +168,59 @@ def test_a_shut_gate_is_the_spectral_model_and_an_open_one_the_unet():
     assert spectral_calls == []
 
 
+def test_routing_sends_the_whole_input_to_one_network_by_its_mean_weight():
+    """Half the blocks open (loud) and half shut (quiet): mean weight 0.5. Routed above 0.4
+    the whole output is the U-Net's and the spectral model never runs; above 0.6 the other
+    way round."""
+    assert route(np.array([0.3, 0.9]), 0.5)
+    assert not route(np.array([0.3, 0.6]), 0.5)
+    assert not route(np.zeros(0), 0.0)
+    model = tiny_gated()
+    with torch.no_grad():
+        model.unet.last.weight.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(1))
+    n = model.config.features
+    weights = [0.0] * n
+    weights[-1] = 10.0
+    model.set_gate(Gate((0.0,) * n, (1.0,) * n, tuple(weights), 5.0))
+    rng = np.random.default_rng(0)
+    lr = rng.standard_normal(8 * BLOCK // 4).astype(np.float32)
+    lr[: 4 * BLOCK // 4] *= 1e-3
+    x = spline_input(model, lr)
+    assert np.mean(model.block_weights(x)) == pytest.approx(0.5, abs=0.01)
+    unet_calls, spectral_calls = counting_calls(model.unet), counting_calls(model.spectral)
+    model.config = dataclasses.replace(model.config, route_above=0.4)
+    np.testing.assert_array_equal(superresolve_gated(model, lr)[0], run_chunked(model.unet, x))
+    assert spectral_calls == []
+    model.config = dataclasses.replace(model.config, route_above=0.6)
+    unet_calls.clear()
+    np.testing.assert_array_equal(
+        superresolve_gated(model, lr)[0], superresolve_at_level(model.spectral, lr)[0]
+    )
+    assert unet_calls == []
+    with pytest.raises(ValueError, match="route_above"):
+        dataclasses.replace(model.config, route_above=1.5)
+
+
+def routed_file(weight: float, gain_db: float) -> dict:
+    return {"mean_weight": weight, "unet_minus_spectral_db": gain_db}
+
+
+def test_the_route_keeps_the_gains_as_far_from_the_losses_as_they_allow():
+    renders = [routed_file(0.99, 4.0), routed_file(0.97, 3.0)]
+    harmless = [routed_file(0.3, -5.0), routed_file(0.93, 0.05)]
+    # The highest threshold under every file the U-Net gains on, not the lowest that holds.
+    assert route_threshold(renders + harmless) == 0.95
+    assert route_threshold([*renders, routed_file(0.75, -8.0)]) == 0.95
+    # A loser above the gains raises it past them, to the lowest threshold that holds.
+    assert route_threshold([*renders, routed_file(0.98, -2.0)]) == 0.99
+    assert route_threshold([routed_file(0.995, 4.0), routed_file(0.998, -2.0)]) == 1.0
+    # Gains of under 1 dB do not open it.
+    assert route_threshold([routed_file(0.99, 0.5), *harmless]) == 1.0
+    assert route_threshold([]) == 1.0
+    # A gain at a low weight: every threshold under it keeps it; the losses then decide.
+    assert route_threshold([routed_file(0.45, 2.0), routed_file(0.65, -1.0)]) == 0.7
+
+
 def test_an_input_shorter_than_a_block_is_the_spectral_models():
     model = tiny_gated()
     set_open(model, 30.0)
@@ -218,7 +274,14 @@ def test_fitted_written_loaded_and_scored_on_a_data_directory(audio_data_dir, tm
         tmp_path / "spectral", tmp_path / "unet", str(audio_data_dir), tmp_path / "gated"
     )
     assert written.gate == gate
-    assert json.loads((tmp_path / "gated" / GATE_FILE).read_text())["gate"]["bias"] == gate.bias
+    record = json.loads((tmp_path / "gated" / GATE_FILE).read_text())
+    assert record["gate"]["bias"] == gate.bias
+    # The route, chosen from the validation files it read (recorded beside the fit).
+    route_record = record["route"]
+    assert route_record["files"]
+    assert route_record["split"] == "valid"
+    assert written.config.route_above == route_record["threshold"]
+    assert route_record["threshold"] == route_threshold(route_record["files"])
     assert (tmp_path / "gated" / TRAIN_JSON).is_file()
     loaded = load_model(tmp_path / "gated", "cpu")
     assert isinstance(loaded, GatedExtender)
@@ -235,6 +298,18 @@ def test_fitted_written_loaded_and_scored_on_a_data_directory(audio_data_dir, tm
     result = superresolve_file(tmp_path / "gated", wav, tmp_path / "out.wav")
     assert sf.info(str(tmp_path / "out.wav")).samplerate == RATE
     assert "high_band_gain" in result  # None where the gate left the spectral model no stretch
+
+
+def test_blend_writes_a_model_that_mixes_per_block(audio_data_dir, tmp_path):
+    model = tiny_gated()
+    for name, network in (("spectral", model.spectral), ("unet", model.unet)):
+        save_model(tmp_path / name, network, network.config)
+    written, record = write_gated_model(
+        tmp_path / "spectral", tmp_path / "unet", str(audio_data_dir), tmp_path / "gated", True
+    )
+    assert written.config.route_above is None
+    assert record["route"] is None
+    assert load_model(tmp_path / "gated", "cpu").config.route_above is None
 
 
 def test_assemble_refuses_a_network_of_the_wrong_kind(tmp_path):

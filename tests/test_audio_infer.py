@@ -20,8 +20,10 @@ from models.audio.config import preset
 from models.audio.infer import (
     budget_level,
     crossfade_window,
+    in_bfloat16,
     input_band_hz,
     load_model,
+    native_bfloat16,
     run_chunked,
     superresolve,
     superresolve_at_level,
@@ -55,6 +57,28 @@ def test_output_length_is_input_length_times_ratio(ratio: int, n_lr: int) -> Non
     assert out.shape == (n_lr * ratio,)
     assert out.dtype == np.float32
     assert np.isfinite(out).all()
+
+
+def test_the_unet_runs_in_bfloat16_only_on_a_cpu_that_has_it(monkeypatch) -> None:
+    cpu = torch.device("cpu")
+    spectral = BandwidthExtender(preset("bwe-tiny", ratio=4, hr_rate=HR_RATE))
+    assert not in_bfloat16(spectral, cpu)
+    assert in_bfloat16(busy_model(), cpu) == native_bfloat16()
+    assert not in_bfloat16(busy_model(), torch.device("meta"))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not in_bfloat16(busy_model(), cpu)
+
+
+@pytest.mark.skipif(not native_bfloat16(), reason="this CPU has no native bfloat16")
+def test_bfloat16_output_stays_close_to_float32s(monkeypatch) -> None:
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 20000).astype(np.float32)
+    model = busy_model()
+    fast = run_chunked(model, x, chunk=4096, overlap=512)
+    monkeypatch.setattr("models.audio.infer.in_bfloat16", lambda *_: False)
+    exact = run_chunked(model, x, chunk=4096, overlap=512)
+    assert not np.array_equal(fast, exact)  # it did run in bfloat16
+    assert snr_db(exact, fast) > 30.0
 
 
 def test_empty_input_gives_empty_output() -> None:

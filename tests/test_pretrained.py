@@ -342,10 +342,14 @@ def test_a_gated_superres_export_names_its_networks_runs_and_ships_its_gate(
     assert metrics["steps"] == 60
     assert sorted(metrics["steps_per_run"].values()) == [30, 30]
     assert metrics["high_band_gain"] is not None  # the spectral model's calibrated settings
-    assert isinstance(load_model(shipped, "cpu"), GatedExtender)
-    assert "bias" in json.loads((shipped / GATE_FILE).read_text())["gate"]
+    loaded = load_model(shipped, "cpu")
+    assert isinstance(loaded, GatedExtender)
+    record = json.loads((shipped / GATE_FILE).read_text())
+    assert "bias" in record["gate"]
+    assert loaded.config.route_above == record["route"]["threshold"]
     card = (shipped / "README.md").read_text()
-    assert "a gate that moves the output toward the U-Net's" in card
+    assert "a gate that sends a whole input to the U-Net" in card
+    assert f"is above {record['route']['threshold']}, the highest threshold" in card
     assert "the steps above are their sum" in card
 
 
@@ -356,7 +360,7 @@ def test_the_card_command_says_how_many_processes_trained_the_model() -> None:
         "python -m flows.pretrained --names superres-x4-16k --seed 0"
     )
     assert command_line(two, "superres-x4-16k").endswith("--nproc-per-node 2 --nnodes 1")
-    gated = PretrainedParams(superres="gated")
-    assert command_line(gated, "superres-x4-16k").endswith("--seed 0 --superres gated")
-    assert "--superres" not in command_line(gated, "music21")
+    spectral = PretrainedParams(superres="spectral")
+    assert command_line(spectral, "superres-x4-16k").endswith("--seed 0 --superres spectral")
+    assert "--superres" not in command_line(spectral, "music21")
     assert "--nproc-per-node" not in command_line(two, "jsb")  # JSB trains in one process

@@ -199,6 +199,12 @@ class GatedConfig:
     # above 1 minus this the U-Net's: the other network does not run there. The gate is
     # nearly always shut on recordings and open on the renders, so each costs one network.
     closed_below: float = 0.02
+    # With a number, the whole input goes to one network: the U-Net where the mean of its
+    # blocks' gate weights is above it, else the spectral model. A block gate opened on a few
+    # blocks of real piano notes the U-Net loses up to 2 dB on; a whole-input decision kept
+    # every recording on the spectral model (chosen on validation files by
+    # `models.audio.gate.choose_route`; docs/AUDIO_MODEL.md, 2026-12-04).
+    route_above: float | None = None
 
     def __post_init__(self) -> None:
         # config.json holds the two networks' configs as objects.
@@ -216,6 +222,8 @@ class GatedConfig:
                 f"block {self.block} and bands {self.bands} must be positive, closed_below "
                 f"{self.closed_below} in [0, 0.5)"
             )
+        if self.route_above is not None and not 0.0 <= self.route_above <= 1.0:
+            raise ValueError(f"route_above {self.route_above} must be in [0, 1]")
 
     @property
     def ratio(self) -> int:

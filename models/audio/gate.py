@@ -4,16 +4,21 @@ U-Net, trained apart, and a logistic gate between their outputs, fitted on train
 The gate is fitted (`fit_gate`) by the waveform error itself: in a block, the error of the mix
 is |e - w d|^2 = |e|^2 - 2 w <e, d> + w^2 |d|^2 (e the spectral model's error, d the U-Net's
 output minus the spectral model's), so minimising the sum of w^2 |d|^2 - 2 w <e, d> (each file's
-terms over its energy, the per-file SNR's weighting) is minimising the error. Measured in
-docs/AUDIO_MODEL.md (2026-12-04).
+terms over its energy, the per-file SNR's weighting) is minimising the error. The model then
+routes each whole input by the mean of its blocks' weights (`GatedConfig.route_above`), at the
+highest threshold that still sends the validation files the U-Net gains on to it, and at which
+none it loses on goes there (`route_threshold`).
+Measured in docs/AUDIO_MODEL.md (2026-12-04).
 
     python -m models.audio.gate --spectral models/pretrained/superres-x4-16k --unet RUN \
-        --data-dir D --output DIR    # fit on training files, score on validation and test files
+        --data-dir D --output DIR [--blend]   # fit on training files, choose the route on
+                                              # validation files, score on both and on test
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -45,6 +50,14 @@ from models.checkpoint import save_model
 FIT_EVERY = {"bach": 4, "recordings-speech": 40, "recordings-music": 3}
 SCORE_EVERY = {"bach": 4, "recordings-speech": 16, "recordings-music": 1}
 SECONDS = 8.0
+# The routing thresholds tried, lowest first; the gain that makes a validation file one the
+# U-Net should get, and the SNR one sent to it may lose against the spectral model
+# (`route_threshold`). A wrong route costs more than a missed one (real piano notes routed to
+# the U-Net lost up to 8 dB; a render kept from it loses its 4 dB gain), hence the highest
+# threshold that keeps the gains rather than the lowest that holds the losses.
+ROUTE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+ROUTE_GAIN_DB = 1.0
+ROUTE_TOLERANCE_DB = 0.1
 # The gate's record beside the model: its fit and its scores.
 GATE_FILE = "gate.json"
 
@@ -138,6 +151,53 @@ def fit_on_split(model: GatedExtender, data_dir: str, split: str = "train") -> G
     return fit_gate(np.concatenate(features), np.concatenate(cross), np.concatenate(power))
 
 
+def route_threshold(files: list[dict]) -> float:
+    """The routing threshold for validation `files` (each with its mean gate weight and the
+    U-Net's SNR minus the spectral model's): the highest of `ROUTE_THRESHOLDS` that still sends
+    every file the U-Net gains `ROUTE_GAIN_DB` on to it, as far from the recordings as the
+    gains allow; raised to the lowest above which no file loses more than
+    `ROUTE_TOLERANCE_DB`. 1 (the U-Net never) when no file gains or none holds."""
+    gains = [f["mean_weight"] for f in files if f["unet_minus_spectral_db"] >= ROUTE_GAIN_DB]
+    if not gains:
+        return 1.0
+    kept = [above for above in ROUTE_THRESHOLDS if above < min(gains)]
+    holds = [
+        above
+        for above in ROUTE_THRESHOLDS
+        if above >= (kept[-1] if kept else 0.0)
+        and all(
+            f["unet_minus_spectral_db"] >= -ROUTE_TOLERANCE_DB
+            for f in files
+            if f["mean_weight"] > above
+        )
+    ]
+    return holds[0] if holds else 1.0
+
+
+def choose_route(model: GatedExtender, data_dir: str, split: str = "valid") -> dict:
+    """The routing threshold (`GatedConfig.route_above`, `route_threshold`) from the files of
+    `split` (every `SCORE_EVERY`-th, first `SECONDS`), with each file's mean gate weight and
+    SNR difference."""
+    config = model.config
+    files = []
+    rows = _every(split_files(data_dir, split), SCORE_EVERY)
+    references = _references(data_dir, rows, config.ratio, SECONDS)
+    for row, (_, hr, lr) in zip(rows, references, strict=True):
+        x = spline_upsample(lr, config.ratio, len(hr))
+        if len(x) < config.block or not np.any(hr):
+            continue
+        spectral = fit_length(superresolve_at_level(model.spectral, lr)[0], len(hr))
+        unet = fit_length(superresolve_at_level(model.unet, lr)[0], len(hr))
+        files.append(
+            {
+                "path": row["path"],
+                "mean_weight": round(float(np.mean(model.block_weights(x))), 4),
+                "unet_minus_spectral_db": round(snr_db(hr, unet) - snr_db(hr, spectral), 3),
+            }
+        )
+    return {"threshold": route_threshold(files), "split": split, "files": files}
+
+
 def score(model: GatedExtender, data_dir: str, split: str) -> dict[str, dict[str, float]]:
     """Per part of `split` (validation: every `SCORE_EVERY`-th file, first `SECONDS`; test:
     whole files): the SNR over the spline's and the LSD over the sinc's, of the spectral model
@@ -178,15 +238,27 @@ def score(model: GatedExtender, data_dir: str, split: str) -> dict[str, dict[str
 
 
 def write_gated_model(
-    spectral_dir: str | Path, unet_dir: str | Path, data_dir: str, output: str | Path
+    spectral_dir: str | Path,
+    unet_dir: str | Path,
+    data_dir: str,
+    output: str | Path,
+    blend: bool = False,
 ) -> tuple[GatedExtender, dict]:
-    """Fit the gate on `data_dir`'s training files and write the gated model to `output` (its
-    config.json last, so a directory with one is whole), with the spectral model's train.json
-    (the training filter the evaluation degrades with) and calibration.json where it has them,
-    and the fit in gate.json. The U-Net's weights are stored in float16."""
+    """Fit the gate on `data_dir`'s training files, choose its routing threshold on the
+    validation files (`choose_route`; with `blend`, mix per block instead), and write the gated
+    model to `output` (its config.json last, so a directory with one is whole), with the
+    spectral model's train.json (the training filter the evaluation degrades with) and
+    calibration.json where it has them, and the fit and the choice in gate.json. The U-Net's
+    weights are stored in float16."""
     model = assemble(spectral_dir, unet_dir)
     gate = fit_on_split(model, data_dir)
     model.set_gate(gate)
+    # The U-Net's weights as stored (float16) from here on, so the route is chosen, and the
+    # model scored, with the weights the file holds.
+    model.unet.half().float()
+    route = None if blend else choose_route(model, data_dir)
+    if route is not None:
+        model.config = dataclasses.replace(model.config, route_above=route["threshold"])
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     record = {
@@ -194,13 +266,14 @@ def write_gated_model(
         "unet": Path(unet_dir).name,
         "fit": {"split": "train", "every": FIT_EVERY, "seconds": SECONDS},
         "gate": gate.__dict__,
+        "route": route,
     }
     write_json_atomic(output / GATE_FILE, record)
     for name in (TRAIN_JSON, CALIBRATION_FILE):
         if (Path(spectral_dir) / name).is_file():
             shutil.copyfile(Path(spectral_dir) / name, output / name)
     # The U-Net's weights in float16: both networks then fit the 12 MB a shipped model may
-    # take. The model returned (and scored) holds the same rounded weights as the file.
+    # take (the model returned already holds the same rounded weights).
     model.unet.half()
     save_model(output, model, model.config)
     model.unet.float()
@@ -217,8 +290,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", required=True, help="holds audio/files.parquet")
     parser.add_argument("--output", required=True, help="the gated model's directory")
     parser.add_argument("--splits", nargs="*", default=["valid", "test"])
+    parser.add_argument(
+        "--blend", action="store_true", help="mix the outputs per block instead of routing"
+    )
     args = parser.parse_args(argv)
-    model, record = write_gated_model(args.spectral, args.unet, args.data_dir, args.output)
+    model, record = write_gated_model(
+        args.spectral, args.unet, args.data_dir, args.output, args.blend
+    )
     for split in args.splits:
         record[split] = score(model, args.data_dir, split)
     write_json_atomic(Path(args.output) / GATE_FILE, record)

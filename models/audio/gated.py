@@ -12,7 +12,10 @@ input's Nyquist frequency (the log shares of log-spaced bands, the spectral flat
 energy against the file's loudest block; a logistic regression (`Gate`) maps them to w. A
 network runs only on the stretches where its output has a share (`spans`), so a recording
 the gate shuts costs what the spectral model alone does, and a render it opens what the U-Net
-alone does. `models.audio.gate` fits the gate and writes the model directory.
+alone does. With `GatedConfig.route_above` the gate routes instead: the whole input goes to
+one network, by the mean of its blocks' weights (`route`); that is how the model is built, since
+per block the gate opened on stretches of real piano notes that the U-Net got wrong.
+`models.audio.gate` fits the gate, chooses the routing threshold and writes the model directory.
 """
 
 from __future__ import annotations
@@ -90,6 +93,12 @@ def sample_weights(block_weights: np.ndarray, n: int, block: int) -> np.ndarray:
     return np.interp(np.arange(n), centres, block_weights)
 
 
+def route(block_weights: np.ndarray, above: float) -> bool:
+    """Whether a whole input goes to the U-Net: the mean of its blocks' weights is above
+    `above` (`GatedConfig.route_above`)."""
+    return bool(len(block_weights)) and float(np.mean(block_weights)) > above
+
+
 def spans(needed: np.ndarray, margin: int, multiple: int = 1) -> list[tuple[int, int]]:
     """The stretches (start, stop) of the samples where `needed`, each widened by `margin`
     samples on both sides and out to multiples of `multiple` (within the signal), overlapping
@@ -139,15 +148,23 @@ class GatedExtender(nn.Module):
             getattr(self, name).copy_(torch.tensor(values, dtype=torch.float64))
         self.gate_bias.fill_(gate.bias)
 
+    def block_weights(self, x: np.ndarray) -> np.ndarray:
+        """The gate's weight per whole block of the spline input `x` (before any closing)."""
+        config = self.config
+        nyquist = config.hr_rate / config.ratio / 2
+        features = block_features(x, config.hr_rate, nyquist, config.block, config.bands)
+        return self.gate.block_weights(features)
+
     def weights(self, x: np.ndarray) -> np.ndarray:
         """w per sample of the spline input `x`: 0 in blocks under `closed_below`, 1 in blocks
-        above 1 - `closed_below`; 0 for an input shorter than a block."""
+        above 1 - `closed_below`; with `route_above`, 1 everywhere or 0 everywhere (`route`);
+        0 for an input shorter than a block."""
         config = self.config
         if len(x) < config.block:  # no whole block to judge: the spectral model alone
             return np.zeros(len(x))
-        nyquist = config.hr_rate / config.ratio / 2
-        features = block_features(x, config.hr_rate, nyquist, config.block, config.bands)
-        w = self.gate.block_weights(features)
+        w = self.block_weights(x)
+        if config.route_above is not None:
+            return np.full(len(x), float(route(w, config.route_above)))
         w[w < config.closed_below] = 0.0
         w[w > 1.0 - config.closed_below] = 1.0
         return sample_weights(w, len(x), config.block)
