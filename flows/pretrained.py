@@ -160,6 +160,16 @@ def pretrained_flow(params: PretrainedParams = PretrainedParams()) -> dict[str, 
     return results
 
 
+def stage_fields(params: PretrainedParams, stage: dict[str, Any], previous: str) -> dict[str, Any]:
+    """A recipe stage's flow fields: `init_from` the previous run where it says so; at other
+    profiles than `full` (smoke runs, tests) without its steps and rate."""
+    if params.profile != "full":
+        stage = {k: v for k, v in stage.items() if k not in ("train_steps", "lr")}
+    if stage.get("init_from") == PREVIOUS_STAGE:
+        stage = stage | {"init_from": previous}
+    return stage
+
+
 def gated_superres(
     params: PretrainedParams, audio_params: AudioParams, spectral: dict[str, Any]
 ) -> dict[str, Any]:
@@ -168,11 +178,8 @@ def gated_superres(
     the audio flow's result for the export, naming every run that trained a network."""
     unet_runs: list[str] = []
     for stage in SUPERRES_UNET_STAGES:
-        if params.profile != "full":  # smoke runs and tests keep their profile's schedule
-            stage = {k: v for k, v in stage.items() if k not in ("train_steps", "lr")}
-        if stage.get("init_from") == PREVIOUS_STAGE:
-            stage = stage | {"init_from": unet_runs[-1]}
-        unet = audio_params.model_copy(update={"arch": "unet", "stages": ["train"], **stage})
+        fields = stage_fields(params, stage, unet_runs[-1] if unet_runs else "")
+        unet = audio_params.model_copy(update={"arch": "unet", "stages": ["train"], **fields})
         unet_runs.append(audio_flow(unet).run_dir)
     gated = gate_audio_models(audio_params.data_dir, spectral["run_dir"], unet_runs[-1])
     audio_flow(audio_params.model_copy(update={"stages": ["evaluate"], "model": gated["run_dir"]}))

@@ -15,12 +15,13 @@ from prefect import flow
 from symbolic_corpus import VOCAB, write_symbolic
 from test_jsb import write_jsb
 
+import flows.pretrained
 import models.pretrained as pretrained
 from datasets.io import write_bytes_atomic
 from datasets.symbolic.tokenizer import VOCAB_FILE, Vocab
 from flows.audio import AudioParams, audio_flow
 from flows.cli import run_cli
-from flows.pretrained import PretrainedParams, command_line, pretrained_flow
+from flows.pretrained import PretrainedParams, command_line, gated_superres, pretrained_flow
 from flows.symbolic import SymbolicParams, symbolic_flow
 from models.audio.gate import GATE_FILE
 from models.audio.gated import GatedExtender
@@ -315,32 +316,35 @@ def test_the_superres_export_reports_each_part_and_unseen_filters(prefect_harnes
 
 
 def test_a_gated_superres_export_names_its_networks_runs_and_ships_its_gate(
-    prefect_harness, tmp_path
+    prefect_harness, tmp_path, monkeypatch
 ):
-    """The pretrained flow's gated model at the tiny profile: a spectral run, a U-Net run, the
-    gate fitted between them, the gated model evaluated and exported with both runs' steps,
-    the spectral model's calibrated settings and the gate's record."""
+    """The pretrained flow's gated recipe at the tiny profile: a spectral run, the U-Net's two
+    stages, the gate fitted between them (reused when asked again), the gated model evaluated
+    and exported with every run's steps, the spectral model's calibrated settings and the
+    gate's record."""
     mix = write_mix_corpus(tmp_path / "corpus")
     params = spectral_mix_params(tmp_path / "data", mix, ["data", "train"])
+    # The U-Net's first stage trains on the renders; this mix's parts are speech and music.
+    first, *rest = flows.pretrained.SUPERRES_UNET_STAGES
+    stages = ({**first, "train_parts": ["music"]}, *rest)
+    monkeypatch.setattr(flows.pretrained, "SUPERRES_UNET_STAGES", stages)
 
     @flow
     def build() -> dict:
         spectral = audio_flow(params).model_dump(mode="json")
-        unet = audio_flow(params.model_copy(update={"arch": "unet", "stages": ["train"]}))
-        gated = gate_audio_models(params.data_dir, spectral["run_dir"], unet.run_dir)
-        assert gate_audio_models(params.data_dir, spectral["run_dir"], unet.run_dir)["reused"]
-        audio_flow(params.model_copy(update={"stages": ["evaluate"], "model": gated["run_dir"]}))
-        result = spectral | {
-            "run_dir": gated["run_dir"],
-            "network_runs": [spectral["run_dir"], unet.run_dir],
-        }
+        result = gated_superres(PretrainedParams(profile="tiny"), params, spectral)
+        unet = result["network_runs"][-1]
+        assert gate_audio_models(params.data_dir, spectral["run_dir"], unet)["reused"]
         return export_superres_model(result, mix, str(tmp_path / "shipped"), "make pretrained")
 
     assert build()["exported"]
     shipped = tmp_path / "shipped"
     metrics = json.loads((shipped / "metrics.json").read_text())
-    assert metrics["steps"] == 60
-    assert sorted(metrics["steps_per_run"].values()) == [30, 30]
+    assert metrics["steps"] == 90
+    runs = list(metrics["steps_per_run"])
+    assert runs[0].startswith("bwe-")  # the spectral run, then the U-Net's two stages
+    assert "narrow" in runs[1]
+    assert runs[2].endswith("-from-" + runs[1])
     assert metrics["high_band_gain"] is not None  # the spectral model's calibrated settings
     loaded = load_model(shipped, "cpu")
     assert isinstance(loaded, GatedExtender)
