@@ -58,7 +58,7 @@ SECONDS = 8.0
 ROUTE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ROUTE_GAIN_DB = 1.0
 ROUTE_TOLERANCE_DB = 0.1
-# The gate's record beside the model: its fit and its scores.
+# The gate's record beside the model: its fit, the route's choice and its scores.
 GATE_FILE = "gate.json"
 
 
@@ -201,7 +201,8 @@ def choose_route(model: GatedExtender, data_dir: str, split: str = "valid") -> d
 def score(model: GatedExtender, data_dir: str, split: str) -> dict[str, dict[str, float]]:
     """Per part of `split` (validation: every `SCORE_EVERY`-th file, first `SECONDS`; test:
     whole files): the SNR over the spline's and the LSD over the sinc's, of the spectral model
-    alone and of the gated model, and the share of the output the gate opened."""
+    alone and of the gated model, and the share of the output the gate opened (routed: the
+    share of the files sent to the U-Net)."""
     config = model.config
     seconds = SECONDS if split != "test" else None
     rows = split_files(data_dir, split)
