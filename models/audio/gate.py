@@ -34,12 +34,7 @@ from datasets.io import write_json_atomic
 from models.audio.calibrate import CALIBRATION_FILE
 from models.audio.config import AudioUNetConfig, BWEConfig, GatedConfig
 from models.audio.evaluate import read_hr, split_files
-from models.audio.gated import (
-    Gate,
-    GatedExtender,
-    block_features,
-    whole_blocks,
-)
+from models.audio.gated import Gate, GatedExtender, whole_blocks
 from models.audio.infer import fit_length, load_model, superresolve_at_level, superresolve_gated
 from models.audio.metrics import lsd, snr_db
 from models.audio.train import TRAIN_JSON
@@ -131,21 +126,30 @@ def _references(
         yield corpus_part(row["path"]), hr, degrade(hr, ratio, "soxr")
 
 
-def fit_on_split(model: GatedExtender, data_dir: str, split: str = "train") -> Gate:
-    """A gate for `model` fitted on every `FIT_EVERY`-th file of `split`, their first
-    `SECONDS` (both networks run on the whole of each)."""
+def _both_outputs(
+    model: GatedExtender, data_dir: str, rows: list[dict]
+) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per file of `rows` at least a gate block long and not silent (their first `SECONDS`):
+    the row, the reference, the spline input, and each network's output alone."""
     config = model.config
-    rate, nyquist = config.hr_rate, config.hr_rate / config.ratio / 2
-    features, cross, power = [], [], []
-    rows = _every(split_files(data_dir, split), FIT_EVERY)
-    for _, hr, lr in _references(data_dir, rows, config.ratio, SECONDS):
+    references = _references(data_dir, rows, config.ratio, SECONDS)
+    for row, (_, hr, lr) in zip(rows, references, strict=True):
         if len(hr) < config.block or not np.any(hr):
             continue
         x = spline_upsample(lr, config.ratio, len(hr))
         spectral = fit_length(superresolve_at_level(model.spectral, lr)[0], len(hr))
         unet = fit_length(superresolve_at_level(model.unet, lr)[0], len(hr))
-        features.append(block_features(x, rate, nyquist, config.block, config.bands))
-        c, d = block_terms(hr, spectral, unet, config.block)
+        yield row, hr, x, spectral, unet
+
+
+def fit_on_split(model: GatedExtender, data_dir: str, split: str = "train") -> Gate:
+    """A gate for `model` fitted on every `FIT_EVERY`-th file of `split`, their first
+    `SECONDS` (both networks run on the whole of each)."""
+    features, cross, power = [], [], []
+    rows = _every(split_files(data_dir, split), FIT_EVERY)
+    for _, hr, x, spectral, unet in _both_outputs(model, data_dir, rows):
+        features.append(model.block_features(x))
+        c, d = block_terms(hr, spectral, unet, model.config.block)
         cross.append(c)
         power.append(d)
     return fit_gate(np.concatenate(features), np.concatenate(cross), np.concatenate(power))
@@ -178,23 +182,15 @@ def choose_route(model: GatedExtender, data_dir: str, split: str = "valid") -> d
     """The routing threshold (`GatedConfig.route_above`, `route_threshold`) from the files of
     `split` (every `SCORE_EVERY`-th, first `SECONDS`), with each file's mean gate weight and
     SNR difference."""
-    config = model.config
-    files = []
     rows = _every(split_files(data_dir, split), SCORE_EVERY)
-    references = _references(data_dir, rows, config.ratio, SECONDS)
-    for row, (_, hr, lr) in zip(rows, references, strict=True):
-        x = spline_upsample(lr, config.ratio, len(hr))
-        if len(x) < config.block or not np.any(hr):
-            continue
-        spectral = fit_length(superresolve_at_level(model.spectral, lr)[0], len(hr))
-        unet = fit_length(superresolve_at_level(model.unet, lr)[0], len(hr))
-        files.append(
-            {
-                "path": row["path"],
-                "mean_weight": round(float(np.mean(model.block_weights(x))), 4),
-                "unet_minus_spectral_db": round(snr_db(hr, unet) - snr_db(hr, spectral), 3),
-            }
-        )
+    files = [
+        {
+            "path": row["path"],
+            "mean_weight": round(float(np.mean(model.block_weights(x))), 4),
+            "unet_minus_spectral_db": round(snr_db(hr, unet) - snr_db(hr, spectral), 3),
+        }
+        for row, hr, x, spectral, unet in _both_outputs(model, data_dir, rows)
+    ]
     return {"threshold": route_threshold(files), "split": split, "files": files}
 
 

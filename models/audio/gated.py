@@ -148,12 +148,15 @@ class GatedExtender(nn.Module):
             getattr(self, name).copy_(torch.tensor(values, dtype=torch.float64))
         self.gate_bias.fill_(gate.bias)
 
-    def block_weights(self, x: np.ndarray) -> np.ndarray:
-        """The gate's weight per whole block of the spline input `x` (before any closing)."""
+    def block_features(self, x: np.ndarray) -> np.ndarray:
+        """`block_features` of the spline input `x` at this model's rates and sizes."""
         config = self.config
         nyquist = config.hr_rate / config.ratio / 2
-        features = block_features(x, config.hr_rate, nyquist, config.block, config.bands)
-        return self.gate.block_weights(features)
+        return block_features(x, config.hr_rate, nyquist, config.block, config.bands)
+
+    def block_weights(self, x: np.ndarray) -> np.ndarray:
+        """The gate's weight per whole block of the spline input `x` (before any closing)."""
+        return self.gate.block_weights(self.block_features(x))
 
     def weights(self, x: np.ndarray) -> np.ndarray:
         """w per sample of the spline input `x`: 0 in blocks under `closed_below`, 1 in blocks
