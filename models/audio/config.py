@@ -187,8 +187,9 @@ class BWEConfig:
 
 @dataclass(frozen=True)
 class GatedConfig:
-    """The gated model (`models.audio.gated`): the spectral model's output moved, block by
-    block, toward a U-Net's, by a logistic gate on features of the input. Only inference
+    """The gated model (`models.audio.gated`): a logistic gate on features of the input either
+    sends the whole input to the spectral model or to a U-Net (`route_above`, as shipped) or
+    moves the spectral model's output toward the U-Net's block by block. Only inference
     settings of its own; the gate's coefficients are weights beside the two networks'."""
 
     spectral: BWEConfig
@@ -254,7 +255,8 @@ PRESETS: dict[str, AudioModelConfig] = {
     # renders; at a quarter its validation SNR was +3.4 dB after 500 steps (docs/AUDIO_MODEL.md).
     "full": AudioUNetConfig(widths=(32, 64, 128, 128), kernels=(33, 17, 9, 9), dropout=0.0),
     # The gated model's U-Net (`models.audio.gated`): `full` at half its widths, a quarter of
-    # its cost (about 40x real time on one core, where `full` runs 9-12x). On the renders alone,
+    # its cost (28x real time on one core in float32, 55x in bfloat16, where `full` runs
+    # 9-12x). On the renders alone,
     # its band under 1.5 kHz kept, it was flat for 500 steps and then learned: +1.9 dB over the
     # spline on validation renders after 1,500 steps, +4.1 after 3,000 (docs/AUDIO_MODEL.md).
     "narrow": AudioUNetConfig(widths=(16, 32, 64, 64), kernels=(33, 17, 9, 9), dropout=0.0),
